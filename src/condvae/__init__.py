@@ -1,0 +1,30 @@
+"""condvae: condition pretrained VAEs on arbitrary evidence, without retraining them."""
+
+from condvae.checkpoint import from_pretrained, save_pretrained
+from condvae.errors import CheckpointError, CondVAEError, DataError
+from condvae.models import VAE, ConvVAE, LinearGaussianVAE, MLPVAE, build_model
+
+__version__ = "0.1.0"
+
+
+def load(name: str, device: str = "cpu") -> VAE:
+    """A bundled pretrained model by name (see ``condvae models``) or a pretrained directory."""
+    from condvae.zoo import load as _load
+
+    return _load(name, device=device)
+
+
+__all__ = [
+    "MLPVAE",
+    "VAE",
+    "CheckpointError",
+    "CondVAEError",
+    "ConvVAE",
+    "DataError",
+    "LinearGaussianVAE",
+    "__version__",
+    "build_model",
+    "from_pretrained",
+    "load",
+    "save_pretrained",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from condvae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""Command line: ``condvae train | evaluate | demo | models | download``.
+
+Each subcommand mirrors a Python function. Mistakes in the arguments or the input are reported
+as one line, ``condvae: error: <argument>: <what was expected>``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from condvae.errors import CondVAEError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _size(text: str) -> list[int]:
+    values = _int_list(text.replace("x", ","))
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, got {text!r}")
+    return values
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a VAE (resumable)")
+    p.add_argument("--dataset", required=True, help="mnist | fashion_mnist | frey | olivetti | folder:PATH")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, log, model/)")
+    p.add_argument("--arch", default="mlp", choices=["mlp", "conv", "linear_gaussian"])
+    p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument("--hidden", type=_int_list, default=None, help="MLP widths, e.g. 512,512; conv: one width")
+    p.add_argument("--channels", type=_int_list, default=None, help="conv channels, e.g. 32,64")
+    p.add_argument("--likelihood", default=None, choices=["bernoulli", "gaussian", "logistic"])
+    p.add_argument("--activation", default=None, choices=["relu", "tanh", "elu"])
+    p.add_argument("--image-size", type=_size, default=None, help="HxW for folder datasets")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-min", type=float, default=1e-4)
+    p.add_argument("--kl-warmup", type=int, default=0, help="steps of linear KL annealing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    p.add_argument("--valid-every", type=int, default=None, help="steps between validations (default: 1 epoch)")
+    p.add_argument("--patience", type=int, default=0, help="validations without improvement before stopping")
+    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from condvae.train import TrainConfig, train
+
+    model: dict[str, object] = {"architecture": args.arch, "latent_dim": args.latent_dim}
+    if args.likelihood:
+        model["likelihood"] = args.likelihood
+    if args.arch == "mlp":
+        if args.hidden:
+            model["hidden"] = args.hidden
+        if args.activation:
+            model["activation"] = args.activation
+    elif args.arch == "conv":
+        if args.channels:
+            model["channels"] = args.channels
+        if args.hidden:
+            if len(args.hidden) != 1:
+                raise CondVAEError("hidden: a conv model takes one hidden width, e.g. --hidden 256")
+            model["hidden"] = args.hidden[0]
+    elif args.likelihood not in (None, "gaussian"):
+        raise CondVAEError("likelihood: the linear_gaussian model has a gaussian likelihood only")
+    if args.arch == "linear_gaussian":
+        model.pop("likelihood", None)
+    cfg = TrainConfig(
+        dataset=args.dataset, out=args.out, model=model, data_dir=args.data_dir,
+        image_size=args.image_size, epochs=args.epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
+        kl_warmup_steps=args.kl_warmup, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        valid_every=args.valid_every, patience=args.patience, limit_train=args.limit_train,
+        device=args.device,
+    )
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    best = "n/a" if result.best_valid_elbo is None else f"{result.best_valid_elbo:.3f}"
+    print(
+        f"trained {result.steps} steps in {result.seconds:.1f} s; best valid ELBO {best}; "
+        f"model saved to {result.out / 'model'}"
+    )
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="test ELBO and importance-weighted NLL")
+    p.add_argument("--model", required=True, help="bundled model name or pretrained directory")
+    p.add_argument("--dataset", default=None, help="default: the dataset the model was trained on")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--k", type=int, default=5000, help="importance samples per image")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    p.add_argument("--chunk", type=int, default=None, help="importance samples per decoder call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from condvae.evaluate import evaluate_dataset
+    from condvae.zoo import load
+
+    model = load(args.model, device=args.device)
+    scores = evaluate_dataset(
+        model, dataset=args.dataset, split=args.split, k=args.k, limit=args.limit,
+        batch_size=args.batch_size, chunk=args.chunk, seed=args.seed, data_dir=args.data_dir,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for key, value in scores.items():
+            print(f"{key}: {value}")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job on a bundled model; writes a PNG")
+    p.add_argument("--model", default="mnist-mlp-z50")
+    p.add_argument("--out", default="demo.png")
+    p.add_argument("--n", type=int, default=8, help="test images to show")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from condvae.demo import run_demo
+
+    run_demo(args.model, out=args.out, n=args.n, data_dir=args.data_dir, device=args.device, seed=args.seed)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("models", help="list the bundled pretrained models and their test scores")
+
+
+def _run_models(args: argparse.Namespace) -> None:
+    from condvae.zoo import describe_bundled
+
+    print(describe_bundled())
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download MNIST / Fashion-MNIST (needs the internet)")
+    p.add_argument("dataset", choices=["mnist", "fashion_mnist"])
+    p.add_argument("--data-dir", default=None, help="default: the condvae cache folder")
+
+
+def _run_download(args: argparse.Namespace) -> None:
+    from condvae.data.download import download
+
+    print(f"downloaded to {download(args.dataset, args.data_dir)}")
+
+
+COMMANDS = {
+    "train": (_add_train, _run_train),
+    "evaluate": (_add_evaluate, _run_evaluate),
+    "demo": (_add_demo, _run_demo),
+    "models": (_add_models, _run_models),
+    "download": (_add_download, _run_download),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="condvae", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command][1](args)
+    except CondVAEError as exc:
+        print(f"condvae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("condvae: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Fully connected VAE (Kingma & Welling 2014, appendix C), any per-dimension likelihood.
+
+Encoder x -> hidden... -> (mu, softplus-scale) of q(z | x); decoder z -> hidden... -> the
+likelihood parameters of every data dimension. Paper 001's MNIST model is
+``MLPVAE((1, 28, 28), latent_dim=2, hidden=[64])`` with a Bernoulli likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from condvae.errors import CondVAEError
+from condvae.models.base import VAE, diagonal_normal
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers with ``activation`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class MLPVAE(VAE):
+    architecture = "mlp"
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...] = (1, 28, 28),
+        latent_dim: int = 2,
+        hidden: list[int] | tuple[int, ...] = (512, 512),
+        likelihood: str = "bernoulli",
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(data_shape, latent_dim, likelihood)
+        if activation not in ACTIVATIONS:
+            raise CondVAEError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not hidden or any(int(h) < 1 for h in hidden):
+            raise CondVAEError(f"hidden: expected a non-empty list of positive widths, got {hidden}")
+        self.hidden = [int(h) for h in hidden]
+        self.activation = activation
+        data_dim = math.prod(self.data_shape)
+        self.encoder = mlp([data_dim, *self.hidden, 2 * latent_dim], activation)
+        n_out = self.likelihood.params_per_dim * data_dim
+        self.decoder = mlp([latent_dim, *self.hidden[::-1], n_out], activation)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "data_shape": list(self.data_shape),
+            "latent_dim": self.latent_dim,
+            "hidden": self.hidden,
+            "likelihood": self.likelihood.name,
+            "activation": self.activation,
+        }
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        h = self.encoder(x.flatten(start_dim=x.dim() - len(self.data_shape)))
+        loc, pre_scale = h.chunk(2, dim=-1)
+        return diagonal_normal(loc, nn.functional.softplus(pre_scale) + 1e-4)
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        raw = self.decoder(z)
+        shape = (self.likelihood.params_per_dim * self.data_shape[0], *self.data_shape[1:])
+        return self.likelihood(raw.unflatten(-1, shape))
