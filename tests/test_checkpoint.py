@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from condvae import CheckpointError, ConvVAE, MLPVAE, from_pretrained, load, save_pretrained
+from condvae import MLPVAE, CheckpointError, ConvVAE, from_pretrained, load, save_pretrained
 from condvae.checkpoint import atomic_save_tensors, read_tensors
 
 
@@ -28,13 +28,17 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, likelihood: str) -> 
             model.likelihood.log_scale.normal_()
     save_pretrained(model, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "README.md", "config.json", "model.safetensors"
+        "README.md",
+        "config.json",
+        "model.safetensors",
     ]
     clone = from_pretrained(tmp_path / "m")
     x, z = torch.rand(4, 1, 8, 8), torch.randn(5, 4, 3)
     with torch.no_grad():
-        for a, b in ((model.encode(x).mean, clone.encode(x).mean),
-                     (model.decode(z).mean, clone.decode(z).mean)):
+        for a, b in (
+            (model.encode(x).mean, clone.encode(x).mean),
+            (model.decode(z).mean, clone.decode(z).mean),
+        ):
             assert torch.equal(a, b)
     assert load(str(tmp_path / "m")).config() == model.config()
 
@@ -71,7 +75,10 @@ def test_mismatched_config(saved: tuple[MLPVAE, Path]) -> None:
     config = json.loads((path / "config.json").read_text())
     config["model"]["hidden"] = [13]
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"tensor 'encoder.0.weight' has shape \[12, 36\], the config needs \[13, 36\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'encoder.0.weight' has shape \[12, 36\], the config needs \[13, 36\]",
+    ):
         from_pretrained(path)
     config["model"]["hidden"] = [12, 12]
     (path / "config.json").write_text(json.dumps(config))
@@ -80,6 +87,7 @@ def test_mismatched_config(saved: tuple[MLPVAE, Path]) -> None:
     config["model"]["architecture"] = "conv"
     config["model"].pop("activation")
     config["model"]["channels"] = [3]
+    config["model"]["hidden"] = 8
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="holds a 'mlp' model, config.json describes 'conv'"):
         from_pretrained(path)
@@ -96,7 +104,9 @@ def test_foreign_files(saved: tuple[MLPVAE, Path], tmp_path: Path) -> None:
     (path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json' is not valid JSON"):
         from_pretrained(path)
-    (path / "config.json").write_text(json.dumps({"format": "condvae-pretrained", "format_version": 99, "model": {}}))
+    (path / "config.json").write_text(
+        json.dumps({"format": "condvae-pretrained", "format_version": 99, "model": {}})
+    )
     with pytest.raises(CheckpointError, match="format_version 99"):
         from_pretrained(path)
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -110,7 +120,9 @@ def test_nan_weights_rejected(saved: tuple[MLPVAE, Path]) -> None:
     model, path = saved
     state = model.state_dict()
     state["decoder.0.bias"] = torch.full_like(state["decoder.0.bias"], float("nan"))
-    atomic_save_tensors(path / "model.safetensors", state, {"format": "condvae-pretrained", "architecture": "mlp"})
+    atomic_save_tensors(
+        path / "model.safetensors", state, {"format": "condvae-pretrained", "architecture": "mlp"}
+    )
     with pytest.raises(CheckpointError, match="'decoder.0.bias' contains NaN"):
         from_pretrained(path)
 

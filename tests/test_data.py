@@ -57,7 +57,18 @@ def test_real_mnist_and_fashion(real_data: Path) -> None:
     mnist = read_idx(real_data / "mnist" / "train-images-idx3-ubyte.gz")
     assert abs(mnist.mean() / 255 - 0.130660) < 1e-5
     test_labels = read_idx(real_data / "mnist" / "t10k-labels-idx1-ubyte.gz")
-    assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert np.bincount(test_labels).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
 
 
 def test_real_splits(real_data: Path) -> None:
@@ -94,7 +105,9 @@ def test_synthetic_splits_disjoint_and_fixed(synthetic_data: Path) -> None:
     again = load_dataset("frey", "test", synthetic_data).x
     assert torch.equal(again, frey[2])  # the split is fixed
     ff = scipy.io.loadmat(synthetic_data / "frey_faces" / "frey_rawface.mat")["ff"]
-    assert np.array_equal(read_frey(synthetic_data / "frey_faces" / "frey_rawface.mat")[3], ff[:, 3].reshape(28, 20))
+    assert np.array_equal(
+        read_frey(synthetic_data / "frey_faces" / "frey_rawface.mat")[3], ff[:, 3].reshape(28, 20)
+    )
 
 
 def test_olivetti_orientation(tmp_path: Path) -> None:

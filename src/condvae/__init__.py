@@ -2,7 +2,7 @@
 
 from condvae.checkpoint import from_pretrained, save_pretrained
 from condvae.errors import CheckpointError, CondVAEError, DataError
-from condvae.models import VAE, ConvVAE, LinearGaussianVAE, MLPVAE, build_model
+from condvae.models import MLPVAE, VAE, ConvVAE, LinearGaussianVAE, build_model
 
 __version__ = "0.1.0"
 

@@ -50,7 +50,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kl-warmup", type=int, default=0, help="steps of linear KL annealing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    p.add_argument("--valid-every", type=int, default=None, help="steps between validations (default: 1 epoch)")
+    p.add_argument(
+        "--valid-every", type=int, default=None, help="steps between validations (default: 1 epoch)"
+    )
     p.add_argument("--patience", type=int, default=0, help="validations without improvement before stopping")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -82,11 +84,22 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.arch == "linear_gaussian":
         model.pop("likelihood", None)
     cfg = TrainConfig(
-        dataset=args.dataset, out=args.out, model=model, data_dir=args.data_dir,
-        image_size=args.image_size, epochs=args.epochs, max_steps=args.max_steps,
-        batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
-        kl_warmup_steps=args.kl_warmup, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        valid_every=args.valid_every, patience=args.patience, limit_train=args.limit_train,
+        dataset=args.dataset,
+        out=args.out,
+        model=model,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_min=args.lr_min,
+        kl_warmup_steps=args.kl_warmup,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        valid_every=args.valid_every,
+        patience=args.patience,
+        limit_train=args.limit_train,
         device=args.device,
     )
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
@@ -119,8 +132,15 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     model = load(args.model, device=args.device)
     scores = evaluate_dataset(
-        model, dataset=args.dataset, split=args.split, k=args.k, limit=args.limit,
-        batch_size=args.batch_size, chunk=args.chunk, seed=args.seed, data_dir=args.data_dir,
+        model,
+        dataset=args.dataset,
+        split=args.split,
+        k=args.k,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        chunk=args.chunk,
+        seed=args.seed,
+        data_dir=args.data_dir,
         progress=not args.no_progress,
     )
     if args.json:
@@ -143,7 +163,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> None:
     from condvae.demo import run_demo
 
-    run_demo(args.model, out=args.out, n=args.n, data_dir=args.data_dir, device=args.device, seed=args.seed)
+    run_demo(
+        args.model,
+        out=args.out,
+        n=args.n,
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+    )
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from condvae.data import fixed_binarize, load_dataset
+from condvae.data import fixed_binarize
 from condvae.errors import CondVAEError
-from condvae.evaluate import evaluate
+from condvae.evaluate import evaluate, load_model_dataset
 from condvae.plotting import save_rows
 from condvae.zoo import load
 
@@ -31,25 +31,27 @@ def run_demo(
     dataset = card.get("dataset")
     if not dataset:
         raise CondVAEError(f"model: {model_name!r} does not say which dataset it was trained on")
-    data = load_dataset(dataset, "test", data_dir)
+    data = load_model_dataset(model, dataset, "test", data_dir)
     x = data.x[:n].to(device)
     torch.manual_seed(seed)
     with torch.no_grad():
         shown = fixed_binarize(x) if model.likelihood.name == "bernoulli" else x
         recon = model.reconstruct(shown)
         samples = model.sample(n)
-    path = save_rows(
-        [("test images", shown), ("reconstructions", recon), ("prior samples", samples)], out
-    )
+    path = save_rows([("test images", shown), ("reconstructions", recon), ("prior samples", samples)], out)
     subset = data.x[:500]
     if model.likelihood.name == "bernoulli":
         subset = fixed_binarize(subset)
     quick = evaluate(model, subset.to(device), k=100, seed=seed, progress=False)
-    print(f"model {model_name}: {model.architecture}, latent {model.latent_dim}, "
-          f"{model.likelihood.name} likelihood, trained on {dataset}")
+    print(
+        f"model {model_name}: {model.architecture}, latent {model.latent_dim}, "
+        f"{model.likelihood.name} likelihood, trained on {dataset}"
+    )
     for key, value in card.get("metrics", {}).items():
         print(f"  recorded  {key}: {value}")
-    print(f"  measured now on {quick['images']} test images: ELBO {quick['elbo']:.2f} nats, "
-          f"IW-NLL (k=100) {quick['iw_nll']:.2f} nats")
+    print(
+        f"  measured now on {quick['images']} test images: ELBO {quick['elbo']:.2f} nats, "
+        f"IW-NLL (k=100) {quick['iw_nll']:.2f} nats"
+    )
     print(f"wrote {path}")
     return quick

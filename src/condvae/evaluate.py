@@ -16,7 +16,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from condvae.data import fixed_binarize, load_dataset
+from condvae.data import ImageData, fixed_binarize, load_dataset
 from condvae.errors import CondVAEError
 from condvae.models import VAE
 
@@ -71,6 +71,14 @@ def evaluate(
     }
 
 
+def load_model_dataset(model: VAE, dataset: str, split: str, data_dir: str | None) -> ImageData:
+    """A dataset split shaped for ``model`` (folder datasets are resized to its image size)."""
+    if dataset.startswith("folder:"):
+        size = (model.data_shape[-2], model.data_shape[-1])
+        return load_dataset(dataset, split, data_dir, size=size, channels=model.data_shape[0])
+    return load_dataset(dataset, split, data_dir)
+
+
 def evaluate_dataset(
     model: VAE,
     dataset: str | None = None,
@@ -92,7 +100,7 @@ def evaluate_dataset(
     dataset = dataset or card.get("dataset")
     if not dataset:
         raise CondVAEError("dataset: this model does not say what it was trained on; pass --dataset")
-    data = load_dataset(dataset, split, data_dir)
+    data = load_model_dataset(model, dataset, split, data_dir)
     if data.data_shape != model.data_shape:
         raise CondVAEError(
             f"dataset: {dataset!r} images are {list(data.data_shape)}, "

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 
 def save_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, scale: float = 1.0) -> Path:
@@ -18,7 +18,9 @@ def save_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, scale:
     height, width = rows[0][1].shape[-2:]
     cell = 0.9 * scale * max(1.0, 28 / max(height, width))
     fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(cell * n_cols * width / height + 1.2, cell * len(rows)),
+        len(rows),
+        n_cols,
+        figsize=(cell * n_cols * width / height + 1.2, cell * len(rows)),
         squeeze=False,
     )
     for r, (title, images) in enumerate(rows):

@@ -26,7 +26,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from condvae.checkpoint import atomic_save_tensors, atomic_write_bytes, read_tensors, save_pretrained
+from condvae.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_bytes,
+    read_tensors,
+    save_pretrained,
+)
 from condvae.data import ImageData, fixed_binarize, load_dataset
 from condvae.errors import CheckpointError, CondVAEError
 from condvae.models import VAE, build_model
@@ -61,8 +66,21 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run that wrote the checkpoint."""
-        keep = {"dataset", "model", "image_size", "epochs", "max_steps", "batch_size", "lr",
-                "lr_min", "kl_warmup_steps", "seed", "valid_every", "patience", "limit_train"}
+        keep = {
+            "dataset",
+            "model",
+            "image_size",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "lr",
+            "lr_min",
+            "kl_warmup_steps",
+            "seed",
+            "valid_every",
+            "patience",
+            "limit_train",
+        }
         return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
 
 
@@ -102,9 +120,7 @@ def _optimizer_tensors(optim: torch.optim.Optimizer) -> tuple[dict[str, torch.Te
     return tensors, json.dumps(state["param_groups"])
 
 
-def _restore_optimizer(
-    optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str
-) -> None:
+def _restore_optimizer(optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
@@ -175,7 +191,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             saved_cfg = json.loads(meta["train_config"])
             loop = json.loads(meta["loop"])
         except (KeyError, json.JSONDecodeError):
-            raise CheckpointError(f"checkpoint: {str(ckpt_path)!r} is not a condvae training checkpoint") from None
+            raise CheckpointError(
+                f"checkpoint: {str(ckpt_path)!r} is not a condvae training checkpoint"
+            ) from None
         if saved_cfg != cfg.identity():
             diff = sorted(k for k in saved_cfg if saved_cfg[k] != cfg.identity().get(k))
             raise CheckpointError(
@@ -195,10 +213,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
-        loop = {"step": step, "best": best, "bad": bad, "stopped": stopped,
-                "elapsed": elapsed + time.perf_counter() - started}
-        meta = {"train_config": json.dumps(cfg.identity()), "loop": json.dumps(loop),
-                "param_groups": groups}
+        loop = {
+            "step": step,
+            "best": best,
+            "bad": bad,
+            "stopped": stopped,
+            "elapsed": elapsed + time.perf_counter() - started,
+        }
+        meta = {
+            "train_config": json.dumps(cfg.identity()),
+            "loop": json.dumps(loop),
+            "param_groups": groups,
+        }
         atomic_save_tensors(ckpt_path, tensors, meta)
 
     started = time.perf_counter()
@@ -236,8 +262,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                 bad += 1
                 stopped = bool(cfg.patience and bad >= cfg.patience)
             bar.set_postfix(loss=f"{float(loss.detach()):.2f}", valid_elbo=f"{score:.2f}")
-            record = {"step": step, "epoch": step / steps_per_epoch, "train_loss": float(loss.detach()),
-                      "valid_elbo": score, "lr": learning_rate(cfg, step - 1, total)}
+            record = {
+                "step": step,
+                "epoch": step / steps_per_epoch,
+                "train_loss": float(loss.detach()),
+                "valid_elbo": score,
+                "lr": learning_rate(cfg, step - 1, total),
+            }
             with open(out / LOG, "a") as log:
                 log.write(json.dumps(record) + "\n")
         if validated or step % cfg.checkpoint_every == 0 or step == total:

@@ -1,12 +1,12 @@
 """Named datasets with fixed, documented train / valid / test splits.
 
-| name            | image    | train                     | valid                | test              |
-| --------------- | -------- | ------------------------- | -------------------- | ----------------- |
-| ``mnist``         | 1x28x28  | official train[:55000]    | official train[55000:] | official t10k (10000) |
-| ``fashion_mnist`` | 1x28x28  | official train[:55000]    | official train[55000:] | official t10k (10000) |
-| ``frey``          | 1x28x20  | rest (1565)               | 200, seeded permutation | 200, seeded permutation |
-| ``olivetti``      | 1x64x64  | subjects 0-29 (300)       | subjects 30-34 (50)  | subjects 35-39 (50) |
-| ``folder:PATH``   | as asked | rest                      | 10%, seeded permutation | 10%, seeded permutation |
+| name          | image   | train                  | valid                   | test              |
+| ------------- | ------- | ---------------------- | ----------------------- | ----------------- |
+| mnist         | 1x28x28 | official train[:55000] | official train[55000:]  | official t10k     |
+| fashion_mnist | 1x28x28 | official train[:55000] | official train[55000:]  | official t10k     |
+| frey          | 1x28x20 | the rest (1565)        | 200, seeded permutation | 200, seeded perm. |
+| olivetti      | 1x64x64 | subjects 0-29 (300)    | subjects 30-34 (50)     | subjects 35-39    |
+| folder:PATH   | as asked| the rest               | 10%, seeded permutation | 10%, seeded perm. |
 
 Pixels are returned as float32 in [0, 1] (uint8 / 255), shape ``[N, C, H, W]``. Frey's
 permutation is ``numpy.random.default_rng(0).permutation(1965)``: test = first 200, valid =
@@ -126,7 +126,11 @@ def load_dataset(
         root = resolve_data_dir(data_dir)
         faces = read_olivetti(_find(root, "olivetti_faces", "olivettifaces.mat"))
         subject = np.arange(len(faces)) // 10
-        keep = {"train": subject < 30, "valid": (subject >= 30) & (subject < 35), "test": subject >= 35}
+        keep = {
+            "train": subject < 30,
+            "valid": (subject >= 30) & (subject < 35),
+            "test": subject >= 35,
+        }
         images, labels = faces[keep[split]], subject[keep[split]]
     else:
         known = [*DATA_SHAPES, "folder:PATH"]

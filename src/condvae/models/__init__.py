@@ -18,9 +18,7 @@ from condvae.models.likelihoods import (
 from condvae.models.linear_gaussian import LinearGaussianVAE
 from condvae.models.mlp import MLPVAE
 
-ARCHITECTURES: dict[str, type[VAE]] = {
-    cls.architecture: cls for cls in (MLPVAE, ConvVAE, LinearGaussianVAE)
-}
+ARCHITECTURES: dict[str, type[VAE]] = {cls.architecture: cls for cls in (MLPVAE, ConvVAE, LinearGaussianVAE)}
 
 
 def build_model(config: dict[str, Any]) -> VAE:

@@ -77,8 +77,7 @@ class VAE(nn.Module):
             raise CondVAEError(f"{argument}: expected a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.data_shape:
             raise CondVAEError(
-                f"{argument}: expected shape [B, {', '.join(map(str, self.data_shape))}], "
-                f"got {list(x.shape)}"
+                f"{argument}: expected shape [B, {', '.join(map(str, self.data_shape))}], got {list(x.shape)}"
             )
         self.likelihood.check_support(x, argument)
 

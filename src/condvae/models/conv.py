@@ -47,9 +47,19 @@ class ConvVAE(VAE):
         enc: list[nn.Module] = []
         for n_in, n_out in zip([c_in, *self.channels[:-1]], self.channels, strict=True):
             enc += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), act()]
-        enc += [nn.Flatten(), nn.Linear(flat, self.hidden), act(), nn.Linear(self.hidden, 2 * latent_dim)]
+        enc += [
+            nn.Flatten(),
+            nn.Linear(flat, self.hidden),
+            act(),
+            nn.Linear(self.hidden, 2 * latent_dim),
+        ]
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Linear(latent_dim, self.hidden), act(), nn.Linear(self.hidden, flat), act()]
+        dec: list[nn.Module] = [
+            nn.Linear(latent_dim, self.hidden),
+            act(),
+            nn.Linear(self.hidden, flat),
+            act(),
+        ]
         dec.append(nn.Unflatten(1, self.bottom))
         outs = [*self.channels[::-1][1:], self.likelihood.params_per_dim * c_in]
         for i, (n_in, n_out) in enumerate(zip(self.channels[::-1], outs, strict=True)):

@@ -9,6 +9,7 @@ can select the evidence: ``log p(x_o | z) = sum_d mask_d * log p(x_d | z)``.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -24,7 +25,10 @@ class DiscretizedLogistic(Distribution):
     bins taking all the mass below 0 and above 1. Values are pixels / 255.
     """
 
-    arg_constraints = {"loc": constraints.real, "log_scale": constraints.real}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
+        "loc": constraints.real,
+        "log_scale": constraints.real,
+    }
     support = constraints.unit_interval
     has_rsample = False
 

@@ -39,9 +39,7 @@ class LinearGaussianVAE(VAE):
         self.bias = nn.Parameter(torch.zeros(self.data_dim))
 
     @classmethod
-    def random(
-        cls, data_dim: int, latent_dim: int, noise: float = 0.5, seed: int = 0
-    ) -> LinearGaussianVAE:
+    def random(cls, data_dim: int, latent_dim: int, noise: float = 0.5, seed: int = 0) -> LinearGaussianVAE:
         """A model with random W, b and per-dimension noise scales around ``noise``."""
         gen = torch.Generator().manual_seed(seed)
         model = cls((data_dim,), latent_dim)
@@ -105,9 +103,7 @@ class LinearGaussianVAE(VAE):
         log_det = 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
         return -0.5 * (n_obs * math.log(2 * math.pi) + log_var.sum(-1) + log_det + quad)
 
-    def conditional(
-        self, x: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def conditional(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact p(x | x_o) over all D dims: mean ``[B, D]`` (x_o on observed dims) and
         covariance ``[B, D, D]`` (zero rows/columns on observed dims)."""
         post = self.posterior(x, mask)

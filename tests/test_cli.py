@@ -1,0 +1,169 @@
+"""The command line: one-line errors naming the argument, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from condvae import MLPVAE, save_pretrained
+from condvae.cli import main
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("condvae: error: "), err
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--out",
+            str(tmp_path / "o"),
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+        ],
+        capsys,
+    )
+    _one_line_error(code, err, "data_dir: ")
+
+
+def test_wrong_image_size(synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--out",
+            str(tmp_path / "o"),
+            "--data-dir",
+            str(synthetic_data),
+            "--image-size",
+            "32x32",
+        ],
+        capsys,
+    )
+    _one_line_error(code, err, "size: dataset 'mnist' has 28x28 images, asked for 32x32")
+    code, _, err = _run(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--out",
+            str(tmp_path / "o"),
+            "--arch",
+            "conv",
+            "--channels",
+            "8,8,8",
+            "--data-dir",
+            str(synthetic_data),
+        ],
+        capsys,
+    )
+    _one_line_error(code, err, "not divisible by 8")
+
+
+def test_unknown_model_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["evaluate", "--model", "no-such-model"], capsys)
+    _one_line_error(code, err, "model: unknown model name 'no-such-model'")
+    code, _, err = _run(["demo", "--model", "no-such-model"], capsys)
+    _one_line_error(code, err, "model: unknown model name")
+
+
+def test_nan_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(12):
+        Image.new("L", (8, 8), color=i * 20).save(tmp_path / "imgs" / f"{i}.png")
+    model = MLPVAE((1, 8, 8), latent_dim=2, hidden=[8], likelihood="gaussian")
+    with torch.no_grad():
+        model.decoder[0].bias.fill_(float("nan"))
+    save_pretrained(model, tmp_path / "m", card={"dataset": f"folder:{tmp_path / 'imgs'}"})
+    code, _, err = _run(["evaluate", "--model", str(tmp_path / "m"), "--k", "2"], capsys)
+    _one_line_error(code, err, "contains NaN or inf")
+    bad = torch.full((2, 1, 8, 8), float("nan"))
+    from condvae.errors import CondVAEError
+    from condvae.evaluate import evaluate
+
+    with pytest.raises(CondVAEError, match="x: contains NaN"):
+        evaluate(MLPVAE((1, 8, 8), latent_dim=2, hidden=[8], likelihood="gaussian"), bad, k=2)
+
+
+def test_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--dataset", "mnist", "--out", str(tmp_path), "--hidden", "a,b"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--hidden: expected comma-separated integers" in err and "Traceback" not in err
+    code, _, err = _run(
+        ["train", "--dataset", "mnist", "--out", str(tmp_path / "o"), "--epochs", "0"], capsys
+    )
+    _one_line_error(code, err, "epochs: expected a positive integer")
+
+
+def test_train_and_evaluate_commands(
+    synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(synthetic_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--hidden",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "20",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "trained 22 steps" in out
+    code, out, err = _run(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "run" / "model"),
+            "--data-dir",
+            str(synthetic_data),
+            "--k",
+            "20",
+            "--limit",
+            "10",
+            "--json",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    import json
+
+    scores = json.loads(out)
+    assert scores["images"] == 10 and scores["k"] == 20 and scores["iw_nll"] <= -scores["elbo"] + 1.0
+
+
+def test_module_entry_point_runs() -> None:
+    result = subprocess.run([sys.executable, "-m", "condvae", "models"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ""
