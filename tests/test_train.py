@@ -99,34 +99,24 @@ def test_killed_run_resumes_to_identical_weights(synthetic_data: Path, tmp_path:
     ]
 
 
+def _config(data: Path, out: Path, hidden: int = 8, **settings: object) -> TrainConfig:
+    model = {"architecture": "mlp", "latent_dim": 2, "hidden": [hidden]}
+    return TrainConfig(dataset="mnist", out=str(out), data_dir=str(data), model=model, **settings)  # type: ignore[arg-type]
+
+
 def test_training_improves_and_writes_a_loadable_model(synthetic_data: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(
-        dataset="mnist",
-        out=str(tmp_path / "run"),
-        data_dir=str(synthetic_data),
-        model={"architecture": "mlp", "latent_dim": 2, "hidden": [32]},
-        epochs=30,
-        batch_size=20,
-        lr=3e-3,
-        patience=0,
-    )
+    cfg = _config(synthetic_data, tmp_path / "run", hidden=32, epochs=30, batch_size=20, lr=3e-3)
     result = train(cfg, progress=False)
     log = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 30 and log[-1]["valid_elbo"] > log[0]["valid_elbo"] + 20
     assert result.best_valid_elbo == max(r["valid_elbo"] for r in log)
     model = from_pretrained(tmp_path / "run" / "model")
-    assert model.card["dataset"] == "mnist" and model.card["training"]["steps"] == result.steps  # type: ignore[attr-defined]
+    card = model.card  # type: ignore[attr-defined]
+    assert card["dataset"] == "mnist" and card["training"]["steps"] == result.steps
 
 
 def test_resume_rules(synthetic_data: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(
-        dataset="mnist",
-        out=str(tmp_path / "run"),
-        data_dir=str(synthetic_data),
-        model={"architecture": "mlp", "latent_dim": 2, "hidden": [8]},
-        epochs=1,
-        batch_size=20,
-    )
+    cfg = _config(synthetic_data, tmp_path / "run", epochs=1, batch_size=20)
     with pytest.raises(CondVAEError, match="resume: no checkpoint"):
         train(cfg, resume=True, progress=False)
     train(cfg, progress=False)
@@ -139,16 +129,8 @@ def test_resume_rules(synthetic_data: Path, tmp_path: Path) -> None:
 
 def test_early_stopping(synthetic_data: Path, tmp_path: Path) -> None:
     # A huge learning rate makes validation stop improving; patience 2 then ends the run.
-    cfg = TrainConfig(
-        dataset="mnist",
-        out=str(tmp_path / "run"),
-        data_dir=str(synthetic_data),
-        model={"architecture": "mlp", "latent_dim": 2, "hidden": [8]},
-        epochs=200,
-        batch_size=20,
-        lr=1e-2,
-        lr_min=1e-2,
-        patience=2,
+    cfg = _config(
+        synthetic_data, tmp_path / "run", epochs=200, batch_size=20, lr=1e-2, lr_min=1e-2, patience=2
     )
     result = train(cfg, progress=False)
     assert result.stopped_early and result.steps < 200 * 11

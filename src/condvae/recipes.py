@@ -25,6 +25,9 @@ class Recipe:
         return f"python -m condvae evaluate --model {model} --k {self.eval_k}{limit}"
 
 
+# Shared by every recipe: Adam from 1e-3 with a cosine decay to 5e-5, seed 0.
+OPTIM = "--lr 1e-3 --lr-min 5e-5 --seed 0"
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
@@ -35,30 +38,10 @@ RECIPES: dict[str, Recipe] = {
                 "wider than its 64 units), Bernoulli likelihood on dynamically binarised digits. "
                 "Its 2-d latent has an exact grid posterior: the ground truth for conditioning."
             ),
-            train_args=[
-                "--dataset",
-                "mnist",
-                "--arch",
-                "mlp",
-                "--latent-dim",
-                "2",
-                "--hidden",
-                "256",
-                "--likelihood",
-                "bernoulli",
-                "--epochs",
-                "100",
-                "--batch-size",
-                "128",
-                "--lr",
-                "1e-3",
-                "--lr-min",
-                "5e-5",
-                "--seed",
-                "0",
-                "--checkpoint-every",
-                "2000",
-            ],
+            train_args=(
+                "--dataset mnist --arch mlp --latent-dim 2 --hidden 256 --likelihood bernoulli "
+                f"--epochs 100 --batch-size 128 {OPTIM} --checkpoint-every 2000"
+            ).split(),
         ),
         Recipe(
             name="mnist-mlp-z50",
@@ -66,32 +49,10 @@ RECIPES: dict[str, Recipe] = {
                 "MNIST, fully connected 784-512-512-50, Bernoulli likelihood on dynamically "
                 "binarised digits, KL warm-up over the first 10000 steps."
             ),
-            train_args=[
-                "--dataset",
-                "mnist",
-                "--arch",
-                "mlp",
-                "--latent-dim",
-                "50",
-                "--hidden",
-                "512,512",
-                "--likelihood",
-                "bernoulli",
-                "--epochs",
-                "400",
-                "--batch-size",
-                "128",
-                "--lr",
-                "1e-3",
-                "--lr-min",
-                "5e-5",
-                "--kl-warmup",
-                "10000",
-                "--seed",
-                "0",
-                "--checkpoint-every",
-                "2000",
-            ],
+            train_args=(
+                "--dataset mnist --arch mlp --latent-dim 50 --hidden 512,512 --likelihood bernoulli "
+                f"--epochs 400 --batch-size 128 {OPTIM} --kl-warmup 10000 --checkpoint-every 2000"
+            ).split(),
         ),
         Recipe(
             name="fashion-conv-z32",
@@ -99,34 +60,11 @@ RECIPES: dict[str, Recipe] = {
                 "Fashion-MNIST, convolutional (2 stride-2 conv layers 32-64, 256 hidden), "
                 "discretised-logistic likelihood on the 256 grey levels."
             ),
-            train_args=[
-                "--dataset",
-                "fashion_mnist",
-                "--arch",
-                "conv",
-                "--latent-dim",
-                "32",
-                "--channels",
-                "32,64",
-                "--hidden",
-                "256",
-                "--likelihood",
-                "logistic",
-                "--epochs",
-                "30",
-                "--batch-size",
-                "128",
-                "--lr",
-                "1e-3",
-                "--lr-min",
-                "5e-5",
-                "--kl-warmup",
-                "2000",
-                "--seed",
-                "0",
-                "--checkpoint-every",
-                "1000",
-            ],
+            train_args=(
+                "--dataset fashion_mnist --arch conv --latent-dim 32 --channels 32,64 --hidden 256 "
+                f"--likelihood logistic --epochs 30 --batch-size 128 {OPTIM} --kl-warmup 2000 "
+                "--checkpoint-every 1000"
+            ).split(),
             eval_k=1000,
             eval_limit=2000,
             quick_args=["--epochs", "1"],
@@ -138,32 +76,10 @@ RECIPES: dict[str, Recipe] = {
                 "a learned per-pixel scale on pixels scaled to [0, 1] (densities, so the NLL in "
                 "nats can be negative)."
             ),
-            train_args=[
-                "--dataset",
-                "frey",
-                "--arch",
-                "conv",
-                "--latent-dim",
-                "10",
-                "--channels",
-                "32,64",
-                "--hidden",
-                "256",
-                "--likelihood",
-                "gaussian",
-                "--epochs",
-                "300",
-                "--batch-size",
-                "64",
-                "--lr",
-                "1e-3",
-                "--lr-min",
-                "5e-5",
-                "--seed",
-                "0",
-                "--checkpoint-every",
-                "1000",
-            ],
+            train_args=(
+                "--dataset frey --arch conv --latent-dim 10 --channels 32,64 --hidden 256 "
+                f"--likelihood gaussian --epochs 300 --batch-size 64 {OPTIM} --checkpoint-every 1000"
+            ).split(),
             quick_args=["--epochs", "20"],
         ),
     ]

@@ -202,6 +202,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _restore_optimizer(optim, tensors, meta["param_groups"])
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device=cfg.device)
         step, best, bad, elapsed = loop["step"], loop["best"], loop["bad"], loop["elapsed"]
         stopped = loop["stopped"]
     else:
@@ -213,6 +215,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
+        if torch.device(cfg.device).type == "cuda":  # dynamic binarisation draws on the GPU
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(cfg.device)
         loop = {
             "step": step,
             "best": best,

@@ -45,6 +45,7 @@ class VAE(nn.Module):
         self.latent_dim = int(latent_dim)
         self.likelihood: Likelihood = make_likelihood(likelihood, self.data_shape)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
+        self.card: dict[str, Any] = {}  # the model card (how trained, test scores), from config.json
 
     # -- configuration -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
