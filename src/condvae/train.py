@@ -150,8 +150,27 @@ def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int = 1000, seed: int = 0
     return total / max(x.shape[0], 1)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train the model described by ``cfg`` on ``cfg.dataset``; see the module docstring."""
+def _tensor_data(x: torch.Tensor, name: str, split: str, argument: str) -> ImageData:
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise CondVAEError(
+            f"{argument}: expected a tensor [N, *data_shape], got {getattr(x, 'shape', type(x))}"
+        )
+    if not torch.isfinite(x).all():
+        raise CondVAEError(f"{argument}: contains NaN or infinite values")
+    return ImageData(x=x.float(), labels=None, name=name, split=split)
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    data: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+) -> TrainResult:
+    """Train the model described by ``cfg``; see the module docstring.
+
+    The data is ``cfg.dataset`` (a named dataset, see ``condvae.data``) unless ``data`` gives
+    ``(train_x, valid_x)`` tensors ``[N, *data_shape]`` directly (``valid_x`` may be None).
+    """
     _validate_config(cfg)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
@@ -163,8 +182,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     if resume and not ckpt_path.exists():
         raise CondVAEError(f"resume: no checkpoint to resume in {str(out)!r}")
     size = tuple(cfg.image_size) if cfg.image_size else None
-    train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, size=size)  # type: ignore[arg-type]
-    valid_data = load_dataset(cfg.dataset, "valid", cfg.data_dir, size=size)  # type: ignore[arg-type]
+    if data is not None:
+        train_data = _tensor_data(data[0], cfg.dataset, "train", "data[0]")
+        valid_x = data[1] if data[1] is not None else data[0][:0]
+        valid_data = _tensor_data(valid_x, cfg.dataset, "valid", "data[1]")
+        if valid_data.data_shape != train_data.data_shape:
+            raise CondVAEError(
+                f"data[1]: validation items have shape {list(valid_data.data_shape)}, "
+                f"training items {list(train_data.data_shape)}"
+            )
+    else:
+        train_data = load_dataset(cfg.dataset, "train", cfg.data_dir, size=size)  # type: ignore[arg-type]
+        valid_data = load_dataset(cfg.dataset, "valid", cfg.data_dir, size=size)  # type: ignore[arg-type]
     if cfg.limit_train:
         train_data = ImageData(train_data.x[: cfg.limit_train], None, train_data.name, "train")
     n = len(train_data)
