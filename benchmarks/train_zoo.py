@@ -12,13 +12,12 @@ src/condvae/pretrained/<name>/ with its measured scores written into the card.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
+from common import machine
 
 from condvae.checkpoint import save_pretrained
 from condvae.cli import main as cli_main
@@ -62,13 +61,15 @@ def publish(row: dict, recipe: Recipe) -> Path:
     card["description"] = recipe.description
     card["command"] = recipe.train_command(f"runs/{recipe.name}")
     card["evaluation_command"] = recipe.eval_command(recipe.name)
+    card["usage"] = f'import condvae\nvae = condvae.load("{recipe.name}")'
+
     split = f"test split, {row['images']} images"
     card["metrics"] = {
         f"test ELBO (nats, {split})": round(row["elbo"], 2),
         f"test IW-NLL (nats, k={row['k']}, {split})": round(row["iw_nll"], 2),
         "training time (s)": row["train_s"],
     }
-    card["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    card["machine"] = machine()
     if model.likelihood.name == "bernoulli":
         card["notes"] = (
             "Trained on dynamically binarised images; scored on the fixed seeded "
@@ -94,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         if args.publish:
             print(f"published {publish(row, RECIPES[name])}")
-    print(
-        f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads{' (quick)' if args.quick else ''}"
-    )
+    print(f"\n{machine()}{' (quick)' if args.quick else ''}")
     print("| model | test images | ELBO (nats) | IW-NLL (nats) | k | train time (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -119,7 +119,9 @@ def render_card(config: dict[str, Any]) -> str:
     lines = [f"# {card.get('name', 'condvae model')}", ""]
     if card.get("description"):
         lines += [card["description"], ""]
-    lines += ["## Model", "", "```json", json.dumps(model, indent=2), "```", ""]
+    lines += ["## Model", "", "```json", json.dumps(model), "```", ""]
+    if card.get("usage"):
+        lines += ["```python", card["usage"], "```", ""]
     if card.get("training"):
         lines += ["## Training", ""]
         lines += [f"- {k}: {v}" for k, v in card["training"].items()]
@@ -132,6 +134,8 @@ def render_card(config: dict[str, Any]) -> str:
         lines.append("")
     if card.get("evaluation_command"):
         lines += ["Evaluation command:", "", "```bash", card["evaluation_command"], "```", ""]
+    if card.get("machine"):
+        lines += [f"Measured on: {card['machine']}.", ""]
     if card.get("notes"):
         lines += ["## Notes", "", card["notes"], ""]
     return "\n".join(lines)
