@@ -117,6 +117,18 @@ def test_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     _one_line_error(code, err, "epochs: expected a positive integer")
 
 
+def test_bad_evaluation_settings(
+    synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(synthetic_data)]
+    save_pretrained(MLPVAE((1, 28, 28), latent_dim=2, hidden=[8]), tmp_path / "m", card={"dataset": "mnist"})
+    for flag, value in (("--k", "0"), ("--limit", "-1"), ("--chunk", "0")):
+        code, _, err = _run(["evaluate", "--model", str(tmp_path / "m"), flag, value, *data], capsys)
+        _one_line_error(code, err, f"{flag[2:]}: expected a positive")
+    code, _, err = _run(["evaluate", "--model", str(tmp_path / "m"), "--dataset", "frey", *data], capsys)
+    _one_line_error(code, err, "dataset: 'frey' images are [1, 28, 20], the model expects [1, 28, 28]")
+
+
 def test_train_and_evaluate_commands(
     synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,6 +47,9 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, float]:
     """Mean ELBO (one z per image) and IW-NLL with k samples over the images ``x`` as given."""
+    for name, value in (("k", k), ("batch_size", batch_size), ("chunk", chunk)):
+        if value is not None and value < 1:
+            raise CondVAEError(f"{name}: expected a positive integer, got {value}")
     model.eval()
     model.check_x(x, "x")
     chunk = chunk or min(k, 500)
@@ -106,6 +109,8 @@ def evaluate_dataset(
             f"dataset: {dataset!r} images are {list(data.data_shape)}, "
             f"the model expects {list(model.data_shape)}"
         )
+    if limit is not None and limit < 1:
+        raise CondVAEError(f"limit: expected a positive number of images, got {limit}")
     x = data.x[:limit] if limit else data.x
     if model.likelihood.name == "bernoulli":
         x = fixed_binarize(x)
