@@ -1,0 +1,56 @@
+"""Per-query conditioning of a pretrained VAE: ``condition(vae, x, mask, method=...)``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from condvae.conditioning import gaussian, planar  # noqa: F401  (registers the methods)
+from condvae.conditioning.base import Posterior, Query
+from condvae.conditioning.registry import METHODS, register
+from condvae.conditioning.variational import frozen
+from condvae.errors import CondVAEError
+from condvae.models import VAE
+
+
+def condition(
+    vae: VAE,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    method: str = "gvi",
+    seed: int = 0,
+    **options: Any,
+) -> Posterior:
+    """Approximate p(z | x_o) for a batch of B queries at once.
+
+    ``x`` is ``[B, *data_shape]`` (values where ``mask`` is False are ignored and may be NaN),
+    ``mask`` a bool tensor of the same shape, True = observed. ``options`` go to the method
+    (e.g. ``steps``, ``samples``, ``lr``, ``layers``). Query i's result depends only on its own
+    evidence, mask and ``seed``, never on its batch mates.
+    """
+    if method not in METHODS:
+        raise CondVAEError(f"method: unknown {method!r}; expected one of {sorted(METHODS)}")
+    cls = METHODS[method]
+    allowed = _options_of(cls)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise CondVAEError(
+            f"options: {unknown} not known to method {method!r} (it takes {sorted(allowed)})"
+        )
+    query = Query(vae, x, mask, seed=seed)
+    with frozen(vae):
+        return cls.fit(query, **options)
+
+
+def _options_of(cls: type[Posterior]) -> list[str]:
+    names: list[str] = []
+    for fn in (cls.fit, cls.__init__):
+        for p in inspect.signature(fn).parameters.values():
+            if p.name not in ("self", "cls", "query") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                names.append(p.name)
+    return names
+
+
+__all__ = ["METHODS", "Posterior", "Query", "condition", "register"]
