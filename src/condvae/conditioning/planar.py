@@ -5,12 +5,17 @@
     log |det dh_k/dh_{k-1}| = log |1 + u_hat_k^T psi_k|,  psi_k = (1 - tanh^2(.)) w_k
 
 Each layer stays invertible: u is replaced by u_hat = u + (m(w^T u) - w^T u) w / |w|^2 with
-m(a) = -1 + softplus(a), so that w^T u_hat > -1 and the Jacobian determinant is positive.
+m(a) = -1 + softplus(a + log(e - 1)), so that w^T u_hat = m(w^T u) > -1 and the Jacobian
+determinant is positive. (The shift inside softplus makes m(0) = 0, so a layer whose u starts
+near 0 starts near the identity: with the textbook m(a) = -1 + softplus(a), u = 0 maps to
+u_hat = -0.31 w / |w|^2, a large kick when w is small.)
 Starting from the affine base makes the family contain gvi's, so planar is never worse than
 gvi at its optimum; the paper's code used 8 to 32 layers.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.nn.functional import softplus
@@ -19,6 +24,9 @@ from condvae.conditioning.base import Query
 from condvae.conditioning.gaussian import GVI
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
+
+
+_SHIFT = math.log(math.e - 1)
 
 
 @register("planar")
@@ -39,7 +47,7 @@ class Planar(GVI):
         """u constrained so that w^T u_hat > -1 (invertibility), ``[B, K, d]``."""
         wu = (self.w * self.u).sum(-1, keepdim=True)
         w_norm2 = (self.w**2).sum(-1, keepdim=True).clamp_min(1e-12)
-        return self.u + (-1 + softplus(wu) - wu) * self.w / w_norm2
+        return self.u + (-1 + softplus(wu + _SHIFT) - wu) * self.w / w_norm2
 
     def transform(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, log_det = super().transform(eps)

@@ -78,6 +78,13 @@ class Likelihood(nn.Module):
     def forward(self, raw: torch.Tensor) -> Distribution:
         raise NotImplementedError
 
+    def log_prob_flat(self, raw: torch.Tensor, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """log p(x_d | z) for selected flat dims ``index``: ``raw`` [..., n, P], ``x`` [..., n].
+
+        The fast path of decoders that compute only the outputs of the observed dims.
+        """
+        raise NotImplementedError
+
     def check_support(self, x: torch.Tensor, argument: str = "x") -> None:
         """Raise a clear error if ``x`` has values this likelihood gives no density to."""
         if torch.isnan(x).any():
@@ -96,6 +103,10 @@ class BernoulliLikelihood(Likelihood):
 
     def forward(self, raw: torch.Tensor) -> Distribution:
         return Bernoulli(logits=raw, validate_args=False)
+
+    def log_prob_flat(self, raw: torch.Tensor, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        logits = raw[..., 0]
+        return x * logits - nn.functional.softplus(logits)
 
     def check_support(self, x: torch.Tensor, argument: str = "x") -> None:
         super().check_support(x, argument)
@@ -120,6 +131,10 @@ class GaussianLikelihood(Likelihood):
         scale = self.log_scale.exp().clamp_min(self.min_scale)
         return Normal(raw, scale.expand_as(raw), validate_args=False)
 
+    def log_prob_flat(self, raw: torch.Tensor, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        scale = self.log_scale.exp().clamp_min(self.min_scale).flatten()[index]
+        return Normal(raw[..., 0], scale, validate_args=False).log_prob(x)
+
     def check_support(self, x: torch.Tensor, argument: str = "x") -> None:
         if not torch.isfinite(x).all():
             raise CondVAEError(f"{argument}: contains NaN or infinite values")
@@ -134,6 +149,10 @@ class LogisticLikelihood(Likelihood):
     def forward(self, raw: torch.Tensor) -> Distribution:
         loc, log_scale = raw.split(self.data_shape[0], dim=-len(self.data_shape))
         return DiscretizedLogistic(torch.sigmoid(loc), log_scale.clamp(-7.0, 2.0))
+
+    def log_prob_flat(self, raw: torch.Tensor, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        dist = DiscretizedLogistic(torch.sigmoid(raw[..., 0]), raw[..., 1].clamp(-7.0, 2.0))
+        return dist.log_prob(x)
 
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {
