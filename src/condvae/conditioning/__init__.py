@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from condvae.conditioning import gaussian, grid, planar  # noqa: F401  (registers the methods)
+from condvae.conditioning import gaussian, grid, hmc, importance, planar, rejection  # noqa: F401  (registers the methods)
 from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import METHODS, register
 from condvae.conditioning.variational import frozen
@@ -36,9 +36,7 @@ def condition(
     allowed = _options_of(cls)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise CondVAEError(
-            f"options: {unknown} not known to method {method!r} (it takes {sorted(allowed)})"
-        )
+        raise CondVAEError(f"options: {unknown} not known to method {method!r} (it takes {sorted(allowed)})")
     query = Query(vae, x, mask, seed=seed)
     with frozen(vae):
         return cls.fit(query, **options)
