@@ -15,7 +15,6 @@ prior standard deviation wide.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 

@@ -25,7 +25,6 @@ from condvae.conditioning.gaussian import GVI
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
-
 _SHIFT = math.log(math.e - 1)
 
 
@@ -35,13 +34,12 @@ class Planar(GVI):
         super().__init__(query)
         if not isinstance(layers, int) or layers < 1:
             raise CondVAEError(f"layers: expected a positive number of planar layers, got {layers!r}")
-        b, d = query.batch, query.latent_dim
         self.layers = layers
         # Small per-query initial directions from the query's own stream (batch-independent).
         init = query.noise(-1, 2 * layers).permute(1, 0, 2)  # [B, 2K, d]
         self.w = self._param(0.1 * init[:, :layers])
         self.u = self._param(0.01 * init[:, layers:])
-        self.bias = self._param(torch.zeros(b, layers))
+        self.bias = self._param(torch.zeros(query.batch, layers))
 
     def u_hat(self) -> torch.Tensor:
         """u constrained so that w^T u_hat > -1 (invertibility), ``[B, K, d]``."""
