@@ -1,0 +1,250 @@
+"""Every conditioning method against exact answers (linear-Gaussian closed forms, 2-d grid)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from condvae import MLPVAE, LinearGaussianVAE
+from condvae.conditioning import METHODS, condition
+from condvae.errors import CondVAEError
+from condvae.metrics import exact_query_log_likelihood, mmd
+
+
+@pytest.fixture(scope="module")
+def oracle() -> tuple[LinearGaussianVAE, torch.Tensor, torch.Tensor]:
+    """A 2-d linear-Gaussian VAE on 8 dims and 12 queries with random masks."""
+    torch.manual_seed(0)
+    model = LinearGaussianVAE.random(data_dim=8, latent_dim=2, noise=0.5, seed=1).requires_grad_(False)
+    with torch.no_grad():
+        x = model.decode(torch.randn(12, 2)).sample()
+    mask = torch.rand(12, 8) < 0.5
+    mask[:, 0] = True  # at least one observed dim
+    mask[:, 1] = False  # at least one query dim
+    return model, x, mask
+
+
+def _standardised_errors(model, x, mask, z):  # type: ignore[no-untyped-def]
+    """Largest |mean error| and covariance error in units of the exact posterior's std."""
+    exact = model.posterior(x, mask)
+    std = exact.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+    mean_err = ((z.mean(0) - exact.mean) / std).abs().max()
+    centred = z - z.mean(0)
+    cov = torch.einsum("nbi,nbj->bij", centred, centred) / (z.shape[0] - 1)
+    cov_err = ((cov - exact.covariance_matrix) / (std[:, :, None] * std[:, None, :])).abs().max()
+    return float(mean_err), float(cov_err)
+
+
+def test_gvi_recovers_the_closed_form_posterior(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method="gvi", steps=800, samples=32)
+    q, exact = post.distribution(), model.posterior(x, mask)
+    with torch.no_grad():
+        delta = q.mean - exact.mean
+        maha = torch.einsum("bi,bij,bj->b", delta, exact.precision_matrix, delta).sqrt()
+        kl = torch.distributions.kl_divergence(q, exact)
+    assert float(maha.max()) < 0.15  # mean within 0.15 posterior standard deviations
+    assert float(kl.max()) < 0.02  # covariance: KL(q || exact) of a few hundredths of a nat
+    gap = model.log_evidence(x, mask) - post.c_elbo(4000)
+    assert float(gap.abs().max()) < 0.03
+
+
+def test_meanfield_reaches_its_known_optimum(oracle) -> None:  # type: ignore[no-untyped-def]
+    """For a Gaussian target the mean-field optimum has the exact mean and variances 1/Lambda_ii."""
+    model, x, mask = oracle
+    post = condition(model, x, mask, method="meanfield", steps=800, samples=32)
+    exact = model.posterior(x, mask)
+    with torch.no_grad():
+        var = 1 / exact.precision_matrix.diagonal(dim1=-2, dim2=-1)
+        q = post.distribution()
+        assert float(((q.mean - exact.mean) / var.sqrt()).abs().max()) < 0.15
+        assert float((q.variance / var - 1).abs().max()) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "tolerance"),
+    [
+        ("hmc", {"chains": 8, "warmup": 300, "draws": 500}, 0.2),
+        ("rejection", {"budget": 10_000_000}, 0.15),
+        ("grid", {}, 0.15),
+    ],
+)
+def test_samplers_match_the_closed_form_moments(oracle, method: str, options: dict, tolerance: float) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method=method, **options)
+    z = post.sample(4000)
+    assert z.shape == (4000, 12, 2)
+    mean_err, cov_err = _standardised_errors(model, x, mask, z)
+    # Monte Carlo error of 4000 draws (fewer effective ones for MCMC and SIR) is a few 0.01 std.
+    assert mean_err < tolerance and cov_err < 2 * tolerance, (mean_err, cov_err)
+
+
+def test_importance_matches_the_closed_form_moments(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    # With a cross-coder as proposal the weights are nearly flat: tight moments.
+    proposal = condition(model, x, mask, method="gvi", steps=300)
+    post = condition(model, x, mask, method="importance", particles=20000, proposal=proposal)
+    assert float(post.ess.min()) > 10000
+    mean_err, cov_err = _standardised_errors(model, x, mask, post.sample(4000))
+    assert mean_err < 0.15 and cov_err < 0.3, (mean_err, cov_err)
+    # The default proposal (encoder on the zero-filled evidence + prior) is worse; its error
+    # must still be within what its effective sample size allows.
+    post = condition(model, x, mask, method="importance", particles=20000)
+    ess = float(post.ess.min())
+    mean_err, _ = _standardised_errors(model, x, mask, post.sample(4000))
+    assert ess > 20 and mean_err < 4 / math.sqrt(ess) + 0.05, (mean_err, ess)
+
+
+def test_hmc_diagnostics(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method="hmc", chains=2, warmup=200, draws=50, target_accept=0.8)
+    d = post.diagnostics
+    assert d["acceptance_rate"].shape == (12,) and float(d["acceptance_rate"].min()) > 0.6
+    assert int(d["divergences"].sum()) == 0 and (d["step_size"] > 0).all()
+
+
+def test_rejection_and_importance_estimate_the_evidence(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    exact = model.log_evidence(x, mask)
+    rejection = condition(model, x, mask, method="rejection", budget=10_000_000)
+    rejection.sample(2000)
+    assert float((rejection.diagnostics["log_evidence_estimate"] - exact).abs().max()) < 0.1
+    proposal = condition(model, x, mask, method="planar", steps=300)
+    importance = condition(model, x, mask, method="importance", particles=20000, proposal=proposal)
+    assert float((importance.log_evidence - exact).abs().max()) < 0.01
+
+
+def test_rejection_stops_at_its_budget(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method="rejection", budget=300)
+    with pytest.raises(CondVAEError, match=r"rejection: query \d+ accepted \d+ of 5000 samples in 300"):
+        post.sample(5000)
+
+
+@pytest.mark.parametrize("method", ["planar", "gvi"])
+def test_flows_reach_the_evidence(oracle, method: str) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method=method, steps=600, samples=32)
+    gap = model.log_evidence(x, mask) - post.c_elbo(4000)
+    assert float(gap.max()) < 0.05 and float(gap.min()) > -0.05  # a bound, up to MC error
+
+
+def test_grid_is_exact_on_the_oracle(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    grid = condition(model, x, mask, method="grid")
+    torch.testing.assert_close(grid.log_evidence, model.log_evidence(x, mask).detach(), atol=2e-3, rtol=0)
+    exact_y = model.query_log_likelihood(x, mask).detach()
+    torch.testing.assert_close(grid.exact_query_log_likelihood(x), exact_y, atol=2e-3, rtol=0)
+    torch.testing.assert_close(exact_query_log_likelihood(model, x, mask), exact_y)
+
+
+def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method="planar", layers=8, steps=300, lr=0.2)
+    assert float((post.w * post.u_hat()).sum(-1).min()) > -1.0
+    z, log_q = post.sample_and_log_prob(10)
+    assert torch.isfinite(log_q).all()
+
+
+@pytest.mark.parametrize("method", ["gvi", "planar", "hmc", "importance", "rejection", "grid", "meanfield"])
+def test_a_query_does_not_depend_on_its_batch_mates(oracle, method: str) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    options = {
+        "hmc": {"warmup": 50, "draws": 20},
+        "gvi": {"steps": 50},
+        "planar": {"steps": 50},
+        "meanfield": {"steps": 50},
+    }.get(method, {})
+    together = condition(model, x, mask, method=method, seed=3, **options).sample(64)
+    alone = condition(model, x[5:6], mask[5:6], method=method, seed=3, **options).sample(64)
+    reordered = condition(model, x.flip(0), mask.flip(0), method=method, seed=3, **options).sample(64)
+    torch.testing.assert_close(alone[:, 0], together[:, 5], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(reordered[:, 12 - 1 - 5], together[:, 5], atol=1e-4, rtol=1e-4)
+
+
+def test_complete_pastes_the_evidence_back(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method="gvi", steps=50)
+    completions = post.complete(7)
+    assert completions.shape == (7, 12, 8)
+    assert torch.equal(completions[:, mask], x[mask].expand(7, -1))
+    assert post.complete(3, mean=True).shape == (3, 12, 8)
+
+
+def test_mmd_separates_and_matches() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 3, 2, generator=gen)
+    b = torch.randn(400, 3, 2, generator=gen)
+    c = torch.randn(400, 3, 2, generator=gen) + torch.tensor([0.0, 0.5, 2.0])[:, None]
+    same, shifted = mmd(a, b), mmd(a, c)
+    assert float(same.abs().max()) < 0.01
+    assert float(shifted[1]) > 0.02 and float(shifted[2]) > float(shifted[1])
+
+
+def test_planar_is_close_to_the_grid_on_a_2d_decoder() -> None:
+    """A nonlinear (MLP, Bernoulli) decoder with a 2-d latent: MMD of each method to the grid."""
+    torch.manual_seed(0)
+    vae = MLPVAE((12,), latent_dim=2, hidden=[16])
+    with torch.no_grad():
+        x = vae.decode(torch.randn(6, 2)).sample()
+    mask = torch.zeros(6, 12, dtype=torch.bool)
+    mask[:, :6] = True
+    grid = condition(vae, x, mask, method="grid")
+    reference = grid.sample(500)
+    scores = {}
+    for method in ["planar", "gvi", "hmc", "importance", "rejection"]:
+        post = condition(vae, x, mask, method=method)
+        scores[method] = mmd(post.sample(500), reference).mean().item()
+    noise_floor = mmd(grid.sample(500), reference).mean().item()
+    assert scores["planar"] < noise_floor + 0.01, scores
+    assert scores["rejection"] < noise_floor + 0.005, scores
+    print("MMD to the grid posterior:", scores, "grid vs itself:", noise_floor)
+
+
+# -- bad input -----------------------------------------------------------------------------
+def test_bad_input(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    with pytest.raises(CondVAEError, match=r"mask: expected the shape of x \[12, 8\], got \[12, 7\]"):
+        condition(model, x, mask[:, :7])
+    with pytest.raises(CondVAEError, match="mask: query 0 observes every dimension"):
+        condition(model, x, torch.ones_like(mask))
+    bad = x.clone()
+    bad[2, 0] = math.nan
+    with pytest.raises(CondVAEError, match="x: query 2 has NaN values in its evidence"):
+        condition(model, bad, mask)
+    unobserved_nan = x.clone()
+    unobserved_nan[~mask] = math.nan  # unknown values may be NaN: they are never read
+    assert condition(model, unobserved_nan, mask, steps=5).sample(2).isfinite().all()
+    with pytest.raises(CondVAEError, match="method: unknown 'vi'"):
+        condition(model, x, mask, method="vi")
+    with pytest.raises(CondVAEError, match=r"options: \['layers'\] not known to method 'gvi'"):
+        condition(model, x, mask, method="gvi", layers=3)
+    with pytest.raises(CondVAEError, match="mask: expected booleans"):
+        condition(model, x, mask.float() * 2)
+    with pytest.raises(CondVAEError, match="grid' needs a 2-d latent"):
+        condition(
+            LinearGaussianVAE.random(5, 3),
+            torch.zeros(1, 5),
+            torch.tensor([[True, False] * 2 + [True]]),
+            method="grid",
+        )
+    binary = MLPVAE((4,), latent_dim=2, hidden=[4])
+    with pytest.raises(CondVAEError, match="x: bernoulli likelihood expects binary values"):
+        condition(binary, torch.full((1, 4), 0.5), torch.tensor([[True, False, True, False]]))
+    with pytest.raises(CondVAEError, match="steps: expected a positive integer"):
+        condition(model, x, mask, steps=0)
+
+
+def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, _ = oracle
+    nothing = torch.zeros(2, 8, dtype=torch.bool)
+    post = condition(model, x[:2], nothing, method="gvi", steps=300)
+    assert "posterior is the prior" in post.diagnostics["note"]
+    q = post.distribution()
+    assert float(q.mean.abs().max()) < 0.1 and float((q.covariance_matrix - torch.eye(2)).abs().max()) < 0.1
+
+
+def test_registry_lists_every_method() -> None:
+    assert {"meanfield", "gvi", "planar", "hmc", "rejection", "importance", "grid"} <= set(METHODS)
