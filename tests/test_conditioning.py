@@ -144,7 +144,7 @@ def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyp
     model, x, mask = oracle
     post = condition(model, x, mask, method="planar", layers=8, steps=300, lr=0.2)
     assert float((post.w * post.u_hat()).sum(-1).min()) > -1.0
-    z, log_q = post.sample_and_log_prob(10)
+    _, log_q = post.sample_and_log_prob(10)
     assert torch.isfinite(log_q).all()
 
 
