@@ -123,12 +123,12 @@ def test_rejection_stops_at_its_budget(oracle) -> None:  # type: ignore[no-untyp
         post.sample(5000)
 
 
-@pytest.mark.parametrize("method", ["planar", "gvi"])
-def test_flows_reach_the_evidence(oracle, method: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("method", "tolerance"), [("planar", 0.05), ("gvi", 0.05), ("spline", 0.1)])
+def test_flows_reach_the_evidence(oracle, method: str, tolerance: float) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     post = condition(model, x, mask, method=method, steps=600, samples=32)
     gap = model.log_evidence(x, mask) - post.c_elbo(4000)
-    assert float(gap.max()) < 0.05 and float(gap.min()) > -0.05  # a bound, up to MC error
+    assert float(gap.max()) < tolerance and float(gap.min()) > -0.03  # a bound, up to MC error
 
 
 def test_grid_is_exact_on_the_oracle(oracle) -> None:  # type: ignore[no-untyped-def]
@@ -148,15 +148,16 @@ def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyp
     assert torch.isfinite(log_q).all()
 
 
-@pytest.mark.parametrize("method", ["gvi", "planar", "hmc", "importance", "rejection", "grid", "meanfield"])
+@pytest.mark.parametrize(
+    "method", ["gvi", "planar", "hmc", "importance", "rejection", "grid", "meanfield", "spline", "fcn"]
+)
 def test_a_query_does_not_depend_on_its_batch_mates(oracle, method: str) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
-    options = {
-        "hmc": {"warmup": 50, "draws": 20},
-        "gvi": {"steps": 50},
-        "planar": {"steps": 50},
-        "meanfield": {"steps": 50},
-    }.get(method, {})
+    # Fits are short: the flows with many parameters (spline, fcn) amplify float rounding
+    # (batched and single-query matmuls round differently) over hundreds of Adam steps, so a
+    # long fit of the same query alone and in a batch agrees in quality, not to the last bit.
+    options = {"hmc": {"warmup": 50, "draws": 20}, "importance": {}, "rejection": {}, "grid": {}}
+    options = options.get(method, {"steps": 10 if method in ("spline", "fcn") else 50})
     together = condition(model, x, mask, method=method, seed=3, **options).sample(64)
     alone = condition(model, x[5:6], mask[5:6], method=method, seed=3, **options).sample(64)
     reordered = condition(model, x.flip(0), mask.flip(0), method=method, seed=3, **options).sample(64)
@@ -194,7 +195,7 @@ def test_planar_is_close_to_the_grid_on_a_2d_decoder() -> None:
     grid = condition(vae, x, mask, method="grid")
     reference = grid.sample(500)
     scores = {}
-    for method in ["planar", "gvi", "hmc", "importance", "rejection"]:
+    for method in ["planar", "gvi", "spline", "fcn", "hmc", "importance", "rejection"]:
         post = condition(vae, x, mask, method=method)
         scores[method] = mmd(post.sample(500), reference).mean().item()
     noise_floor = mmd(grid.sample(500), reference).mean().item()
@@ -247,4 +248,5 @@ def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-u
 
 
 def test_registry_lists_every_method() -> None:
-    assert {"meanfield", "gvi", "planar", "hmc", "rejection", "importance", "grid"} <= set(METHODS)
+    expected = {"meanfield", "gvi", "planar", "fcn", "spline", "hmc", "rejection", "importance", "grid"}
+    assert expected <= set(METHODS)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from condvae.conditioning import gaussian, grid, hmc, importance, planar, rejection  # noqa: F401  (registers the methods)
+from condvae.conditioning import fcn, gaussian, grid, hmc, importance, planar, rejection, spline  # noqa: F401  (registers the methods)
 from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import METHODS, register
 from condvae.conditioning.variational import frozen

@@ -111,6 +111,10 @@ class Posterior(abc.ABC):
     def sample(self, n: int) -> torch.Tensor:
         """n latent samples per query, ``[n, B, latent_dim]``."""
 
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z) at arbitrary z, ``z.shape[:-1]`` (methods with an invertible density)."""
+        raise CondVAEError(f"method {self.name!r} cannot score arbitrary z (no inverse)")
+
     def sample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log q(z), ``[n, B, d]`` and ``[n, B]`` (methods with a density)."""
         raise CondVAEError(f"method {self.name!r} gives samples without a density (no C-ELBO)")

@@ -58,6 +58,17 @@ class GVI(FlowPosterior):
         log_det = torch.diagonal(tril, dim1=-2, dim2=-1).log().sum(-1)
         return z, log_det.expand(eps.shape[:-1])
 
+    @torch.no_grad()
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z), ``z.shape[:-1]``."""
+        return self.distribution().log_prob(z)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """eps = L^{-1} (z - mu), for z ``[n, B, d]``."""
+        tril = self.scale_tril().detach()
+        centred = (z - self.loc.detach()).permute(1, 2, 0)  # [B, d, n]
+        return torch.linalg.solve_triangular(tril, centred, upper=False).permute(2, 0, 1)
+
     def distribution(self) -> MultivariateNormal:
         """q(z) as a torch distribution with batch shape [B] (mean, covariance, log_prob)."""
         return MultivariateNormal(self.loc.detach(), scale_tril=self.scale_tril().detach())

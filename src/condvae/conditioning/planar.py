@@ -20,7 +20,7 @@ import math
 import torch
 from torch.nn.functional import softplus
 
-from condvae.conditioning.base import Query
+from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.gaussian import GVI
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
@@ -30,6 +30,8 @@ _SHIFT = math.log(math.e - 1)
 
 @register("planar")
 class Planar(GVI):
+    log_prob = Posterior.log_prob  # no inverse: only its own samples are scored
+
     def __init__(self, query: Query, layers: int = 16) -> None:
         super().__init__(query)
         if not isinstance(layers, int) or layers < 1:
