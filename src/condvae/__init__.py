@@ -1,6 +1,7 @@
 """condvae: condition pretrained VAEs on arbitrary evidence, without retraining them."""
 
 from condvae.checkpoint import from_pretrained, save_pretrained
+from condvae.conditioning import METHODS, Posterior, condition
 from condvae.errors import CheckpointError, CondVAEError, DataError
 from condvae.models import MLPVAE, VAE, ConvVAE, LinearGaussianVAE, build_model
 
@@ -15,6 +16,7 @@ def load(name: str, device: str = "cpu") -> VAE:
 
 
 __all__ = [
+    "METHODS",
     "MLPVAE",
     "VAE",
     "CheckpointError",
@@ -22,8 +24,10 @@ __all__ = [
     "ConvVAE",
     "DataError",
     "LinearGaussianVAE",
+    "Posterior",
     "__version__",
     "build_model",
+    "condition",
     "from_pretrained",
     "load",
     "save_pretrained",

@@ -43,3 +43,71 @@ def save_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, scale:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+ORANGE = torch.tensor([1.0, 0.55, 0.0])
+BLUE = torch.tensor([0.1, 0.35, 1.0])
+
+
+def overlay_evidence(image: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RGB ``[3, H, W]``: a grey image with the evidence painted over it, as paper 001 draws it:
+    observed white (>= 0.5) in orange, observed black in blue."""
+    grey = image.detach().cpu().float().clamp(0, 1)
+    rgb = grey.expand(3, *grey.shape[-2:]).clone() if grey.shape[0] == 1 else grey.clone()
+    observed = mask.detach().cpu().reshape(mask.shape[-3:]).any(0)
+    bright = x.detach().cpu().reshape(x.shape[-3:]).mean(0) >= 0.5
+    for colour, where in ((ORANGE, observed & bright), (BLUE, observed & ~bright)):
+        rgb[:, where] = colour[:, None]
+    return rgb
+
+
+def save_completions(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    completions: torch.Tensor,
+    path: str | Path,
+    truth: bool = True,
+    labels: list[str] | None = None,
+) -> Path:
+    """One row per query: the evidence alone (unobserved in grey), the true image, then the
+    completions [n, B, C, H, W] with the evidence painted over them."""
+    n, batch = completions.shape[:2]
+    rows = []
+    for b in range(batch):
+        evidence = overlay_evidence(torch.full_like(x[b], 0.5), x[b], mask[b])
+        cells = [evidence]
+        if truth:
+            cells.append(overlay_evidence(x[b], x[b], torch.zeros_like(mask[b])))
+        cells += [overlay_evidence(completions[i, b], x[b], mask[b]) for i in range(n)]
+        rows.append((labels[b] if labels else f"query {b}", torch.stack(cells)))
+    return save_rows(rows, path)
+
+
+def plot_latent_posterior(
+    grid: object, samples: dict[str, torch.Tensor], query: int, path: str | Path, title: str = ""
+) -> Path:
+    """Contour of the exact grid posterior of one 2-d query, with each method's samples on top.
+
+    ``grid`` is a fitted ``grid`` Posterior; ``samples`` maps a method name to z ``[n, B, 2]``.
+    """
+    z = grid.z[:, query].cpu()  # type: ignore[attr-defined]
+    size = grid.size  # type: ignore[attr-defined]
+    density = grid.log_mass[:, query].exp().cpu().reshape(size, size)  # type: ignore[attr-defined]
+    gx, gy = z[:, 0].reshape(size, size), z[:, 1].reshape(size, size)
+    n_panels = len(samples)
+    fig, axes = plt.subplots(1, n_panels, figsize=(3.2 * n_panels, 3.2), squeeze=False)
+    for ax, (name, zs) in zip(axes[0], samples.items(), strict=True):
+        ax.contourf(gx.numpy(), gy.numpy(), density.numpy(), levels=12, cmap="Greys")
+        pts = zs[:, query].detach().cpu()
+        ax.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=3, alpha=0.5, color="tab:orange")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
