@@ -3,7 +3,7 @@
 from condvae.checkpoint import from_pretrained, save_pretrained
 from condvae.conditioning import METHODS, Posterior, condition
 from condvae.errors import CheckpointError, CondVAEError, DataError
-from condvae.models import MLPVAE, VAE, ConvVAE, LinearGaussianVAE, build_model
+from condvae.models import MLPVAE, VAE, ConvVAE, LinearGaussianVAE, build_model, wrap
 
 __version__ = "0.1.0"
 
@@ -31,4 +31,5 @@ __all__ = [
     "from_pretrained",
     "load",
     "save_pretrained",
+    "wrap",
 ]

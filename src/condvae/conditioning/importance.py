@@ -24,13 +24,13 @@ def _encoder_mixture_sample(
     query: Query, counter: int, n: int, defensive: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """z ~ (1 - a) q_phi(z | x ⊙ m) + a p(z), with log density, ``[n, B, d]`` and ``[n, B]``."""
-    q = query.vae.encode(query.x)
     eps = query.noise(counter, n)
+    if defensive >= 1:
+        return eps, query.vae.prior.log_prob(eps)
+    q = query.vae.encode(query.x)
     pick = torch.special.ndtr(query.noise(counter + (1 << 21), n)[..., 0]) < defensive
     z = torch.where(pick[..., None], eps, reparameterize(q, eps))
     log_prior = query.vae.prior.log_prob(z)
-    if defensive >= 1:
-        return z, log_prior
     log_q = q.log_prob(z) + math.log1p(-defensive)
     if defensive > 0:
         log_q = torch.logaddexp(log_q, log_prior + math.log(defensive))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from condvae.errors import CheckpointError, CondVAEError
+from condvae.models.adapter import WrappedVAE, wrap
 from condvae.models.base import VAE, diagonal_normal
 from condvae.models.conv import ConvVAE
 from condvae.models.likelihoods import (
@@ -51,6 +52,8 @@ __all__ = [
     "Likelihood",
     "LinearGaussianVAE",
     "LogisticLikelihood",
+    "WrappedVAE",
     "build_model",
     "diagonal_normal",
+    "wrap",
 ]
