@@ -1,0 +1,222 @@
+"""Per-query conditioning on MNIST: every method, evidence 5 / 15 / 25 % random pixels.
+
+    python benchmarks/conditioning.py                      # 50 queries, both models, Pyro peers
+    python benchmarks/conditioning.py --queries 1000 --no-peers --methods gvi,planar
+    python benchmarks/conditioning.py --quick              # 10 queries, short fits (smoke test)
+
+For each model, evidence fraction and method it prints the median C-ELBO, the median query
+log-likelihood log (1/500) sum p(y_true | z_m), the gap of that metric to the model's exact
+log p(y_true | x_o) (mean and 90th percentile over queries; exact = grid for the 2-d latent, a
+20000-particle importance-sampling estimate for the 50-d one), and the time per query when all
+queries are fitted as one batch. The peers (Pyro, optional extra ``pip install pyro-ppl``) fit
+one query at a time on the same decoder, evidence and masks: SVI with AutoMultivariateNormal
+(the same full-covariance family and step count as ``gvi``), SVI with a 16-layer planar flow
+guide, and NUTS; the ratio column is peer time per query over ours at (reported) equal C-ELBO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from common import machine
+
+from condvae import condition, load
+from condvae.data import fixed_binarize, load_dataset
+from condvae.metrics import exact_query_log_likelihood
+from condvae.models import VAE
+
+Z2_METHODS = ["grid", "gvi", "planar", "spline", "fcn", "meanfield", "hmc", "importance", "rejection"]
+GRADIENT_METHODS = ["meanfield", "gvi", "planar", "spline", "hmc"]
+
+
+def make_queries(
+    n: int, fraction: float, seed: int, data_dir: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n test digits (fixed binarisation), each with its own random pixel mask."""
+    x = fixed_binarize(load_dataset("mnist", "test", data_dir).x[:n])
+    rng = np.random.default_rng([seed, int(fraction * 1000)])
+    mask = torch.from_numpy(rng.random(tuple(x.shape)) < fraction)
+    return x, mask
+
+
+def summarise(
+    name: str, c_elbo: torch.Tensor | None, qll: torch.Tensor, exact: torch.Tensor, seconds: float, n: int
+) -> dict:
+    gap = (exact - qll).tolist()
+    return {
+        "method": name,
+        "c_elbo": None if c_elbo is None else statistics.median(c_elbo.tolist()),
+        "qll": statistics.median(qll.tolist()),
+        "gap_mean": statistics.fmean(gap),
+        "gap_p90": float(np.percentile(gap, 90)),
+        "ms_per_query": 1000 * seconds / n,
+    }
+
+
+def run_ours(
+    vae: VAE, x: torch.Tensor, mask: torch.Tensor, method: str, exact: torch.Tensor, quick: bool
+) -> dict:
+    options: dict = {}
+    if method in ("gvi", "planar", "spline", "fcn", "meanfield"):
+        options = {"steps": 100 if quick else 500}
+    if method == "hmc":
+        options = {"warmup": 100, "draws": 50} if quick else {"warmup": 500, "draws": 250}
+    if method == "rejection":
+        options = {"budget": 20_000_000}
+    started = time.perf_counter()
+    post = condition(vae, x, mask, method=method, **options)
+    z = post.sample(500)  # rejection does its work here: count it
+    seconds = time.perf_counter() - started
+    del z
+    c_elbo = post.c_elbo(500) if post.has_density else None
+    return summarise(method, c_elbo, post.query_log_likelihood(x, 500), exact, seconds, x.shape[0])
+
+
+# -- peers ---------------------------------------------------------------------------------
+def _pyro_model(vae: VAE, x: torch.Tensor, mask: torch.Tensor):  # type: ignore[no-untyped-def]
+    import pyro
+    import pyro.distributions as dist
+
+    observed = mask.flatten()
+    values = x.flatten()[observed]
+    d = vae.latent_dim
+
+    def model() -> None:
+        z = pyro.sample("z", dist.Normal(torch.zeros(d), 1.0).to_event(1))
+        logits = vae.decode(z).logits.reshape(*z.shape[:-1], -1)[..., observed]
+        pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=values)
+
+    return model
+
+
+def pyro_svi(
+    vae: VAE, x: torch.Tensor, mask: torch.Tensor, exact: torch.Tensor, guide: str, steps: int
+) -> dict:
+    import pyro
+    from pyro.distributions.transforms import iterated, planar
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormalizingFlow
+    from pyro.optim import ClippedAdam
+
+    c_elbos, qlls, seconds = [], [], 0.0
+    for i in range(x.shape[0]):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(i)
+        model = _pyro_model(vae, x[i], mask[i])
+        if guide == "mvn":
+            auto = AutoMultivariateNormal(model)
+        else:
+            auto = AutoNormalizingFlow(model, lambda dim: iterated(16, planar, dim))
+        svi = SVI(
+            model, auto, ClippedAdam({"lr": 0.05}), Trace_ELBO(num_particles=16, vectorize_particles=True)
+        )
+        started = time.perf_counter()
+        for _ in range(steps):
+            svi.step()
+        seconds += time.perf_counter() - started
+        with torch.no_grad():
+            estimate = Trace_ELBO(num_particles=500, vectorize_particles=True)
+            c_elbos.append(-estimate.loss(model, auto))
+            zs = torch.stack([auto()["z"] for _ in range(500)])[:, None]
+            ll = vae.log_likelihood(x[i : i + 1], zs, ~mask[i : i + 1])
+            qlls.append(float(torch.logsumexp(ll, 0) - math.log(500)))
+    name = "pyro SVI mvn" if guide == "mvn" else "pyro SVI planar16"
+    return summarise(name, torch.tensor(c_elbos), torch.tensor(qlls), exact, seconds, x.shape[0])
+
+
+def pyro_nuts(
+    vae: VAE, x: torch.Tensor, mask: torch.Tensor, exact: torch.Tensor, warmup: int, draws: int
+) -> dict:
+    import pyro
+    from pyro.infer import MCMC, NUTS
+
+    qlls, seconds = [], 0.0
+    for i in range(x.shape[0]):
+        pyro.set_rng_seed(i)
+        mcmc = MCMC(
+            NUTS(_pyro_model(vae, x[i], mask[i])),
+            num_samples=draws,
+            warmup_steps=warmup,
+            disable_progbar=True,
+        )
+        started = time.perf_counter()
+        mcmc.run()
+        seconds += time.perf_counter() - started
+        zs = mcmc.get_samples()["z"][:, None]
+        with torch.no_grad():
+            ll = vae.log_likelihood(x[i : i + 1], zs, ~mask[i : i + 1])
+        qlls.append(float(torch.logsumexp(ll, 0) - math.log(zs.shape[0])))
+    return summarise("pyro NUTS", None, torch.tensor(qlls), exact, seconds, x.shape[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--fractions", default="0.05,0.15,0.25")
+    parser.add_argument("--models", default="mnist-mlp-z2,mnist-mlp-z50")
+    parser.add_argument("--methods", default=None, help="comma-separated; default: all that apply")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--peer-queries", type=int, default=10, help="queries the (slow) peers fit")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.queries, args.peer_queries = min(args.queries, 10), min(args.peer_queries, 2)
+    torch.manual_seed(args.seed)
+    print(f"{machine()}; {args.queries} queries" + (" (quick)" if args.quick else ""))
+    for model_name in args.models.split(","):
+        vae = load(model_name)
+        methods = (
+            args.methods.split(",")
+            if args.methods
+            else (Z2_METHODS if vae.latent_dim == 2 else GRADIENT_METHODS)
+        )
+        for fraction in [float(f) for f in args.fractions.split(",")]:
+            x, mask = make_queries(args.queries, fraction, args.seed, args.data_dir)
+            started = time.perf_counter()
+            exact = exact_query_log_likelihood(vae, x, mask)
+            exact_s = time.perf_counter() - started
+            rows = [run_ours(vae, x, mask, m, exact, args.quick) for m in methods]
+            if not args.no_peers:
+                k = args.peer_queries
+                steps = 100 if args.quick else 500
+                ours = {r["method"]: r for r in rows}
+                for guide, match in (("mvn", "gvi"), ("planar", "planar")):
+                    peer = pyro_svi(vae, x[:k], mask[:k], exact[:k], guide, steps)
+                    if match in ours:
+                        peer["ratio"] = peer["ms_per_query"] / ours[match]["ms_per_query"]
+                        peer["vs"] = match
+                    rows.append(peer)
+                warm, draws = (50, 50) if args.quick else (300, 250)
+                peer = pyro_nuts(vae, x[:k], mask[:k], exact[:k], warm, draws)
+                if "hmc" in ours:
+                    peer["ratio"], peer["vs"] = peer["ms_per_query"] / ours["hmc"]["ms_per_query"], "hmc"
+                rows.append(peer)
+            print(
+                f"\n### {model_name}, {int(100 * fraction)}% of pixels observed "
+                f"(exact reference: {exact_s:.1f} s)\n"
+            )
+            print(
+                "| method | median C-ELBO | median query LL | gap mean | gap p90 | ms / query | peer / ours |"
+            )
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            for r in rows:
+                c = "n/a" if r["c_elbo"] is None else f"{r['c_elbo']:.2f}"
+                ratio = f"{r['ratio']:.0f}x vs {r['vs']}" if "ratio" in r else ""
+                print(
+                    f"| {r['method']} | {c} | {r['qll']:.2f} | {r['gap_mean']:.3f} | {r['gap_p90']:.3f} | "
+                    f"{r['ms_per_query']:.1f} | {ratio} |"
+                )
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
