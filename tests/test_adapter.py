@@ -62,7 +62,11 @@ def test_wrapped_errors() -> None:
     x, mask = torch.zeros(1, 6), torch.tensor([[True, False] * 3])
     with pytest.raises(CondVAEError, match="encoder: this wrapped model has none"):
         condvae.condition(good, x, mask, method="importance")
-    assert condvae.condition(good, x, mask, method="importance", proposal="prior").sample(2).shape == (2, 1, 2)
+    assert condvae.condition(good, x, mask, method="importance", proposal="prior").sample(2).shape == (
+        2,
+        1,
+        2,
+    )
     with pytest.raises(CondVAEError, match="decoder: expected a torch.nn.Module"):
         condvae.wrap(lambda z: z, latent_dim=2, data_shape=(2,))  # type: ignore[arg-type]
     with pytest.raises(CondVAEError, match="save_pretrained: a wrapped user model"):

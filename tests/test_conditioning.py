@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from condvae import MLPVAE, LinearGaussianVAE
+from condvae import MLPVAE, LinearGaussianVAE, wrap
 from condvae.conditioning import METHODS, condition
 from condvae.errors import CondVAEError
 from condvae.metrics import exact_query_log_likelihood, mmd
@@ -123,7 +123,9 @@ def test_rejection_stops_at_its_budget(oracle) -> None:  # type: ignore[no-untyp
         post.sample(5000)
 
 
-@pytest.mark.parametrize(("method", "tolerance"), [("planar", 0.05), ("gvi", 0.05), ("spline", 0.1)])
+@pytest.mark.parametrize(
+    ("method", "tolerance"), [("planar", 0.05), ("gvi", 0.05), ("spline", 0.1), ("mixture", 0.1)]
+)
 def test_flows_reach_the_evidence(oracle, method: str, tolerance: float) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     post = condition(model, x, mask, method=method, steps=600, samples=32)
@@ -149,7 +151,8 @@ def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyp
 
 
 @pytest.mark.parametrize(
-    "method", ["gvi", "planar", "hmc", "importance", "rejection", "grid", "meanfield", "spline", "fcn"]
+    "method",
+    ["gvi", "planar", "hmc", "importance", "rejection", "grid", "meanfield", "spline", "fcn", "mixture"],
 )
 def test_a_query_does_not_depend_on_its_batch_mates(oracle, method: str) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
@@ -174,6 +177,29 @@ def test_complete_pastes_the_evidence_back(oracle) -> None:  # type: ignore[no-u
     assert post.complete(3, mean=True).shape == (3, 12, 8)
 
 
+def test_mixture_finds_both_modes() -> None:
+    """A decoder symmetric in z_1 (it sees |z_1|): p(z | x_o) has two mirror-image modes."""
+    torch.manual_seed(0)
+
+    class Folded(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 10)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return 4 * self.linear(torch.stack([z[..., 0].abs() - 1.5, z[..., 1]], -1))
+
+    vae = wrap(Folded(), latent_dim=2, data_shape=(10,))
+    with torch.no_grad():
+        x = vae.decode(torch.tensor([[1.5, 0.0]])).sample()
+    mask = torch.tensor([[True] * 8 + [False] * 2])
+    z = condition(vae, x, mask, method="mixture", steps=600).sample(2000)[:, 0]
+    right = float((z[:, 0] > 0).float().mean())
+    assert 0.3 < right < 0.7, right  # mass on both sides, as the exact posterior has
+    gvi = condition(vae, x, mask, method="gvi", steps=600).sample(2000)[:, 0]
+    assert min(float((gvi[:, 0] > 0).float().mean()), float((gvi[:, 0] < 0).float().mean())) < 0.1
+
+
 def test_mmd_separates_and_matches() -> None:
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(400, 3, 2, generator=gen)
@@ -195,7 +221,7 @@ def test_planar_is_close_to_the_grid_on_a_2d_decoder() -> None:
     grid = condition(vae, x, mask, method="grid")
     reference = grid.sample(500)
     scores = {}
-    for method in ["planar", "gvi", "spline", "fcn", "hmc", "importance", "rejection"]:
+    for method in ["planar", "mixture", "gvi", "spline", "fcn", "hmc", "importance", "rejection"]:
         post = condition(vae, x, mask, method=method)
         scores[method] = mmd(post.sample(500), reference).mean().item()
     noise_floor = mmd(grid.sample(500), reference).mean().item()
@@ -248,5 +274,16 @@ def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-u
 
 
 def test_registry_lists_every_method() -> None:
-    expected = {"meanfield", "gvi", "planar", "fcn", "spline", "hmc", "rejection", "importance", "grid"}
+    expected = {
+        "meanfield",
+        "gvi",
+        "planar",
+        "fcn",
+        "spline",
+        "mixture",
+        "hmc",
+        "rejection",
+        "importance",
+        "grid",
+    }
     assert expected <= set(METHODS)

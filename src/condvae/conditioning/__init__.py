@@ -7,7 +7,17 @@ from typing import Any
 
 import torch
 
-from condvae.conditioning import fcn, gaussian, grid, hmc, importance, planar, rejection, spline  # noqa: F401  (registers the methods)
+from condvae.conditioning import (  # noqa: F401  (registers the methods)
+    fcn,
+    gaussian,
+    grid,
+    hmc,
+    importance,
+    mixture,
+    planar,
+    rejection,
+    spline,
+)
 from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import METHODS, register
 from condvae.conditioning.variational import frozen

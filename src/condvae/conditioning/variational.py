@@ -79,6 +79,12 @@ class FlowPosterior(Posterior):
         post.train(steps, samples, lr)
         return post
 
+    def objective(self, step: int, samples: int) -> torch.Tensor:
+        """Monte Carlo C-ELBO per query with the step's noise (differentiable), ``[B]``."""
+        eps = self.query.noise(step, samples)
+        z, log_det = self.transform(eps)
+        return (self.query.log_joint(z) + log_det - standard_normal_log_prob(eps)).mean(0)
+
     def train(self, steps: int, samples: int, lr: float) -> None:
         params = self.parameters()
         optim = torch.optim.Adam(params, lr=lr)
@@ -88,9 +94,7 @@ class FlowPosterior(Posterior):
         recent: list[torch.Tensor] = []
         with Timer() as timer:
             for step in range(steps):
-                eps = self.query.noise(step, samples)
-                z, log_det = self.transform(eps)
-                c_elbo = (self.query.log_joint(z) + log_det - standard_normal_log_prob(eps)).mean(0)
+                c_elbo = self.objective(step, samples)
                 optim.zero_grad(set_to_none=True)
                 (-c_elbo.sum()).backward()
                 optim.step()
