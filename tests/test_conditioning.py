@@ -196,8 +196,9 @@ def test_mixture_finds_both_modes() -> None:
     z = condition(vae, x, mask, method="mixture", steps=600).sample(2000)[:, 0]
     right = float((z[:, 0] > 0).float().mean())
     assert 0.3 < right < 0.7, right  # mass on both sides, as the exact posterior has
-    gvi = condition(vae, x, mask, method="gvi", steps=600).sample(2000)[:, 0]
-    assert min(float((gvi[:, 0] > 0).float().mean()), float((gvi[:, 0] < 0).float().mean())) < 0.1
+    grid = condition(vae, x, mask, method="grid").sample(2000)[:, 0]
+    middle = float((z[:, 0].abs() < 0.75).float().mean())
+    assert middle < float((grid[:, 0].abs() < 0.75).float().mean()) + 0.05  # two modes, not one blur
 
 
 def test_mmd_separates_and_matches() -> None:
