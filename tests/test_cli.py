@@ -179,3 +179,67 @@ def test_train_and_evaluate_commands(
 def test_module_entry_point_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "condvae", "models"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr == ""
+
+
+def _tiny_model_and_png(tmp_path: Path) -> tuple[Path, Path]:
+    from PIL import Image
+
+    torch.manual_seed(0)
+    save_pretrained(MLPVAE((1, 28, 28), latent_dim=2, hidden=[16]), tmp_path / "m", card={"dataset": "mnist"})
+    digit = torch.zeros(28, 28, dtype=torch.uint8)
+    digit[6:22, 12:16] = 255
+    Image.fromarray(digit.numpy()).save(tmp_path / "digit.png")
+    return tmp_path / "m", tmp_path / "digit.png"
+
+
+def test_inpaint_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, png = _tiny_model_and_png(tmp_path)
+    out = tmp_path / "out.png"
+    code, stdout, err = _run(
+        [
+            "inpaint",
+            "--model",
+            str(model),
+            "--image",
+            str(png),
+            "--mask",
+            "box:4,4,24,14",
+            "--method",
+            "grid,gvi,rejection",
+            "--steps",
+            "30",
+            "--samples",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["method", "C-ELBO", "query", "LL", "gap", "seconds"]
+    assert [line.split()[0] for line in lines[1:4]] == ["grid", "gvi", "rejection"]
+    assert out.stat().st_size > 2000
+
+
+def test_inpaint_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    model, png = _tiny_model_and_png(tmp_path)
+    base = ["inpaint", "--model", str(model), "--out", str(tmp_path / "o.png")]
+    Image.new("L", (20, 20)).save(tmp_path / "small.png")
+    code, _, err = _run([*base, "--image", str(tmp_path / "small.png")], capsys)
+    _one_line_error(code, err, "the model expects 28x28")
+    code, _, err = _run([*base, "--image", str(png), "--mask", "circle:3"], capsys)
+    _one_line_error(code, err, "mask: unknown spec 'circle:3'")
+    code, _, err = _run([*base, "--image", str(png), "--mask", "box:0,0,40,4"], capsys)
+    _one_line_error(code, err, "outside the 28x28 image")
+    Image.new("L", (28, 28), color=128).save(tmp_path / "grey.png")
+    code, _, err = _run([*base, "--image", str(png), "--mask", str(tmp_path / "grey.png")], capsys)
+    _one_line_error(code, err, "must be black (0) and white (255) only")
+    code, _, err = _run([*base, "--image", str(png), "--mask", "box:0,0,28,28"], capsys)
+    _one_line_error(code, err, "observes every dimension")
+    code, _, err = _run([*base, "--image", str(png), "--method", "gvi,magic"], capsys)
+    _one_line_error(code, err, "method: unknown ['magic']")
+    code, _, err = _run([*base, "--image", "mnist:test"], capsys)
+    _one_line_error(code, err, "image: expected dataset:split:index")

@@ -151,10 +151,11 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job on a bundled model; writes a PNG")
+    p = sub.add_parser("demo", help="inpaint test images with a bundled model; writes a PNG")
     p.add_argument("--model", default="mnist-mlp-z50")
     p.add_argument("--out", default="demo.png")
-    p.add_argument("--n", type=int, default=8, help="test images to show")
+    p.add_argument("--n", type=int, default=4, help="test images to complete")
+    p.add_argument("--mask", default="top-half", help="evidence, as for inpaint (e.g. random:0.1)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
