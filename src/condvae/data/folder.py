@@ -25,7 +25,7 @@ def load_image(path: str | Path, size: tuple[int, int], channels: int = 1) -> np
             img = img.resize(new, Image.Resampling.BILINEAR)
             left, top = (new[0] - width) // 2, (new[1] - height) // 2
             img = img.crop((left, top, left + width, top + height))
-            array = np.asarray(img, dtype=np.uint8)
+            array = np.array(img, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"path: {str(path)!r} is not a readable image ({exc})") from None
     return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
