@@ -12,6 +12,15 @@ import matplotlib.pyplot as plt
 import torch
 
 
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def save_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, scale: float = 1.0) -> Path:
     """One labelled row per ``(title, images [N, C, H, W] in [0, 1])``; saved as a PNG."""
     n_cols = max(r[1].shape[0] for r in rows)
@@ -37,12 +46,7 @@ def save_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, scale:
             else:
                 ax.imshow(img.permute(1, 2, 0).numpy())
         axes[r][0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 ORANGE = torch.tensor([1.0, 0.55, 0.0])
@@ -105,9 +109,4 @@ def plot_latent_posterior(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

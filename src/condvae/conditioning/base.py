@@ -98,9 +98,16 @@ class Posterior(abc.ABC):
         self._draws = 0
 
     @classmethod
-    @abc.abstractmethod
     def fit(cls, query: Query, **options: Any) -> Posterior:
-        """Build (and train, for variational methods) the posterior for ``query``."""
+        """Build the posterior for ``query`` (options are the constructor's) and run it."""
+        post = cls(query, **options)
+        with Timer() as timer, torch.no_grad():
+            post.run()
+        post.diagnostics["seconds"] = timer.seconds
+        return post
+
+    def run(self) -> None:  # noqa: B027 (an optional hook, not an abstract method)
+        """The method's work at fit time (sampling, tabulating, finding a bound); none by default."""
 
     # -- sampling ------------------------------------------------------------------------
     def _next_counter(self) -> int:

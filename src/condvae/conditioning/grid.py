@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from condvae.conditioning.base import Posterior, Query, Timer
+from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
@@ -50,14 +50,9 @@ class Grid(Posterior):
             raise CondVAEError(f"size: expected a grid size of at least 8, got {size!r}")
         self.size, self.extent = size, float(extent)
 
-    @classmethod
-    @torch.no_grad()
-    def fit(cls, query: Query, size: int = 200, extent: float = 6.0) -> Grid:
-        post = cls(query, size=size, extent=extent)
-        with Timer() as timer:
-            post._build()
-        post.diagnostics.update(seconds=timer.seconds, cells=size * size, log_evidence=post.log_evidence)
-        return post
+    def run(self) -> None:
+        self._build()
+        self.diagnostics.update(cells=self.size * self.size, log_evidence=self.log_evidence)
 
     def _axis_points(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Cell centres of a size x size grid per query over [lo, hi] boxes: [G, B, 2]."""

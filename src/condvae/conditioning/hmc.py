@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from condvae.conditioning.base import Posterior, Query, Timer
+from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
@@ -48,24 +48,6 @@ class HMC(Posterior):
         self.chains, self.warmup, self.draws, self.leapfrog = chains, warmup, draws, leapfrog
         self.target_accept, self.step_size0 = target_accept, step_size
 
-    @classmethod
-    @torch.no_grad()
-    def fit(
-        cls,
-        query: Query,
-        chains: int = 4,
-        warmup: int = 500,
-        draws: int = 250,
-        leapfrog: int = 10,
-        target_accept: float = 0.8,
-        step_size: float = 0.1,
-    ) -> HMC:
-        post = cls(query, chains, warmup, draws, leapfrog, target_accept, step_size)
-        with Timer() as timer:
-            post._run()
-        post.diagnostics["seconds"] = timer.seconds
-        return post
-
     def _transition(
         self, z: torch.Tensor, u: torch.Tensor, grad: torch.Tensor, eps: torch.Tensor, counter: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,7 +78,7 @@ class HMC(Posterior):
         grad = torch.where(accept[..., None], g1, grad)
         return z, u, grad, accept_prob, divergent
 
-    def _run(self) -> None:
+    def run(self) -> None:
         q = self.query
         z = q.noise(-4, self.chains)  # start every chain at a prior draw
         u, grad = _potential_and_grad(q, z)

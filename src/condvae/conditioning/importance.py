@@ -15,7 +15,7 @@ import math
 import torch
 from torch.distributions import Distribution, MultivariateNormal
 
-from condvae.conditioning.base import Posterior, Query, Timer
+from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
@@ -69,31 +69,19 @@ class Importance(Posterior):
             )
         self.particles, self.proposal, self.defensive = particles, proposal, float(defensive)
 
-    @classmethod
-    @torch.no_grad()
-    def fit(
-        cls,
-        query: Query,
-        particles: int = 5000,
-        proposal: str | Posterior = "encoder",
-        defensive: float = 0.2,
-    ) -> Importance:
-        post = cls(query, particles=particles, proposal=proposal, defensive=defensive)
-        with Timer() as timer:
-            z, log_r = post._propose(particles)
-            post.z = z
-            post.log_w = query.log_joint(z) - log_r  # [K, B]
-        post.log_evidence = torch.logsumexp(post.log_w, 0) - math.log(particles)
-        w_bar = torch.softmax(post.log_w, 0)
-        post.ess = 1.0 / (w_bar**2).sum(0)
-        post.diagnostics.update(
-            seconds=timer.seconds,
-            particles=particles,
-            effective_sample_size=post.ess,
-            log_evidence=post.log_evidence,
-            decoder_evaluations_per_query=particles,
+    def run(self) -> None:
+        z, log_r = self._propose(self.particles)
+        self.z = z
+        self.log_w = self.query.log_joint(z) - log_r  # [K, B]
+        self.log_evidence = torch.logsumexp(self.log_w, 0) - math.log(self.particles)
+        w_bar = torch.softmax(self.log_w, 0)
+        self.ess = 1.0 / (w_bar**2).sum(0)
+        self.diagnostics.update(
+            particles=self.particles,
+            effective_sample_size=self.ess,
+            log_evidence=self.log_evidence,
+            decoder_evaluations_per_query=self.particles,
         )
-        return post
 
     def _propose(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(self.proposal, Posterior):

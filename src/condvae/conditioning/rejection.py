@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from condvae.conditioning.base import Posterior, Query, Timer
+from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
@@ -46,13 +46,10 @@ class Rejection(Posterior):
         per_round = 2**23 // max(1, query.batch * max(1, int(query.mask.flatten(1).sum(1).max())))
         self.round_size = round_size or int(min(budget, max(256, per_round)))
 
-    @classmethod
-    def fit(cls, query: Query, budget: int = 1_000_000, round_size: int | None = None) -> Rejection:
-        post = cls(query, budget=budget, round_size=round_size)
-        with Timer() as timer:
-            post.log_bound = likelihood_bound(query)
-        post.diagnostics.update(seconds=timer.seconds, log_bound=post.log_bound, proposals=0, bound_raised=0)
-        return post
+    def run(self) -> None:
+        with torch.enable_grad():
+            self.log_bound = likelihood_bound(self.query)
+        self.diagnostics.update(log_bound=self.log_bound, proposals=0, bound_raised=0)
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:

@@ -26,6 +26,8 @@ from condvae.models.base import VAE, diagonal_normal
 
 
 class WrappedVAE(VAE):
+    """A user's decoder (and optional encoder) with the model protocol; see the module docstring."""
+
     architecture = "wrapped"
 
     def __init__(
@@ -129,13 +131,4 @@ class _LeadingReshape(Distribution):
         return self.base.sample().reshape(self.batch_shape)
 
 
-def wrap(
-    decoder: nn.Module,
-    latent_dim: int,
-    data_shape: tuple[int, ...],
-    likelihood: str = "bernoulli",
-    encoder: nn.Module | None = None,
-    scale: float = 0.1,
-) -> WrappedVAE:
-    """Give a user's decoder (and encoder) the model protocol; see the module docstring."""
-    return WrappedVAE(decoder, latent_dim, data_shape, likelihood, encoder, scale)
+wrap = WrappedVAE  # condvae.wrap(decoder, latent_dim, data_shape, likelihood=..., encoder=...)
