@@ -64,6 +64,7 @@ class Query:
         vae.likelihood.check_support(x[mask], "x")
         self.vae, self.x, self.mask, self.seed = vae, x, mask, seed
         self.keys = query_keys(x, mask, seed)
+        self.prepared = vae.prepare(x, mask)  # the model's fast path for this evidence, if any
         self.observed_fraction = observed.float() / mask[0].numel()
         self.prior_only = observed == 0
 
@@ -81,7 +82,7 @@ class Query:
 
     def log_joint(self, z: torch.Tensor) -> torch.Tensor:
         """log p(x_o, z) = log p(z) + sum_d m_d log p(x_d | z), shape ``z.shape[:-1]``."""
-        return self.vae.prior.log_prob(z) + self.vae.log_likelihood(self.x, z, self.mask)
+        return self.vae.prior.log_prob(z) + self.vae.log_likelihood(self.x, z, self.mask, self.prepared)
 
 
 class Posterior(abc.ABC):

@@ -15,12 +15,14 @@ prior standard deviation wide.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from condvae.conditioning.base import Posterior, Query
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
+from condvae.models import VAE
 
 
 def _uniform(query: Query, counter: int, n: int) -> torch.Tensor:
@@ -28,13 +30,14 @@ def _uniform(query: Query, counter: int, n: int) -> torch.Tensor:
     return torch.special.ndtr(query.noise(counter, n)).clamp(1e-7, 1 - 1e-7)
 
 
-def log_likelihood_table(query: Query, z: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def log_likelihood_table(
+    vae: VAE, x: torch.Tensor, mask: torch.Tensor, z: torch.Tensor, prepared: Any = None
+) -> torch.Tensor:
     """log p(x_o | z) for grid points ``z`` [G, B, 2] (or [G, 1, 2] shared), returns [G, B]."""
     rows = []
-    budget = max(1, 2**25 // max(1, query.batch * query.x[0].numel()))
-    step = max(1, min(chunk, budget))
+    step = max(1, min(4096, 2**25 // max(1, x.shape[0] * x[0].numel())))
     for start in range(0, z.shape[0], step):
-        rows.append(query.vae.log_likelihood(query.x, z[start : start + step], query.mask))
+        rows.append(vae.log_likelihood(x, z[start : start + step], mask, prepared))
     return torch.cat(rows)
 
 
@@ -69,7 +72,9 @@ class Grid(Posterior):
         full = torch.tensor([self.extent, self.extent], device=device)
         lo, hi = (-full).expand(b, 2), full.expand(b, 2)
         coarse = self._axis_points(lo[:1], hi[:1])  # shared: [G, 1, 2]
-        log_joint = q.vae.prior.log_prob(coarse) + log_likelihood_table(q, coarse)  # [G, B]
+        log_joint = q.vae.prior.log_prob(coarse) + log_likelihood_table(
+            q.vae, q.x, q.mask, coarse, q.prepared
+        )
         keep = log_joint > log_joint.max(0).values - 30.0
         cell = 2 * self.extent / self.size
         pts = coarse.expand(-1, b, -1)
@@ -78,7 +83,9 @@ class Grid(Posterior):
         hi = torch.where(keep[..., None], pts, -big).amax(0) + cell
         self.lo, self.hi = lo, hi
         self.z = self._axis_points(lo, hi)  # [G, B, 2]
-        self.log_joint = q.vae.prior.log_prob(self.z) + log_likelihood_table(q, self.z)
+        self.log_joint = q.vae.prior.log_prob(self.z) + log_likelihood_table(
+            q.vae, q.x, q.mask, self.z, q.prepared
+        )
         self.cell_area = ((hi - lo) / self.size).prod(-1)  # [B]
         self.log_evidence = torch.logsumexp(self.log_joint, 0) + self.cell_area.log()
         self.log_mass = torch.log_softmax(self.log_joint, 0)  # [G, B]
@@ -117,7 +124,7 @@ class Grid(Posterior):
     def exact_query_log_likelihood(self, x_true: torch.Tensor) -> torch.Tensor:
         """log p(y_true | x_o) = log sum_g p(z_g | x_o) p(y_true | z_g), the ceiling of the metric."""
         x_true = x_true.to(self.query.x.device, torch.float32).reshape(self.query.x.shape)
-        y_query = Query.__new__(Query)
-        y_query.__dict__.update(self.query.__dict__)
-        y_query.x, y_query.mask = x_true, ~self.query.mask
-        return torch.logsumexp(self.log_mass + log_likelihood_table(y_query, self.z), 0)
+        y_mask = ~self.query.mask
+        vae = self.query.vae
+        table = log_likelihood_table(vae, x_true, y_mask, self.z, vae.prepare(x_true, y_mask))
+        return torch.logsumexp(self.log_mass + table, 0)

@@ -25,10 +25,10 @@ def likelihood_bound(query: Query, starts: int = 16, steps: int = 200, lr: float
     with frozen(query.vae):
         for _ in range(steps):
             optim.zero_grad(set_to_none=True)
-            (-query.vae.log_likelihood(query.x, z, query.mask).sum()).backward()
+            (-query.vae.log_likelihood(query.x, z, query.mask, query.prepared).sum()).backward()
             optim.step()
         with torch.no_grad():
-            best = query.vae.log_likelihood(query.x, z, query.mask).max(0).values
+            best = query.vae.log_likelihood(query.x, z, query.mask, query.prepared).max(0).values
     if query.vae.likelihood.name == "bernoulli":
         best = best.clamp_max(0.0)
     return best.detach()
@@ -71,7 +71,7 @@ class Rejection(Posterior):
                 )
             counter += 1
             z = q.noise(counter, self.round_size)
-            log_lik = q.vae.log_likelihood(q.x, z, q.mask)  # [r, B]
+            log_lik = q.vae.log_likelihood(q.x, z, q.mask, q.prepared)  # [r, B]
             over = log_lik.max(0).values > self.log_bound
             if bool(over.any()):  # the bound was too low: raise it, restart those queries
                 self.log_bound = torch.maximum(self.log_bound, log_lik.max(0).values)

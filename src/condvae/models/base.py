@@ -82,8 +82,15 @@ class VAE(nn.Module):
             )
         self.likelihood.check_support(x, argument)
 
+    def prepare(self, x: torch.Tensor, mask: torch.Tensor) -> Any:
+        """Optional fast path: precompute what ``log_likelihood(x, z, mask)`` can reuse while
+        the evidence stays fixed (e.g. the decoder rows of the observed dims). The result is
+        passed back as ``prepared``; it assumes the model's weights do not change meanwhile.
+        ``None`` (the default) means nothing to reuse."""
+        return None
+
     def log_likelihood(
-        self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None, prepared: Any = None
     ) -> torch.Tensor:
         """log p(x_o | z) = sum over observed d of log p(x_d | z); shape ``z.shape[:-1]``."""
         per_dim = self.decode(z).log_prob(x)

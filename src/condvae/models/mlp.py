@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -29,6 +29,16 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+class ObservedRows(NamedTuple):
+    """The fast path's precomputation for a fixed evidence (see ``MLPVAE.prepare``)."""
+
+    index: torch.Tensor  # [B, n] flat observed dims, padded
+    valid: torch.Tensor  # [B, n] False on padding
+    x: torch.Tensor  # [B, n] the observed values
+    weight: torch.Tensor  # [B, n, P, h] last-layer rows
+    bias: torch.Tensor  # [B, n, P]
 
 
 class MLPVAE(VAE):
@@ -69,8 +79,28 @@ class MLPVAE(VAE):
         loc, pre_scale = h.chunk(2, dim=-1)
         return diagonal_normal(loc, nn.functional.softplus(pre_scale) + 1e-4)
 
+    @torch.no_grad()
+    def prepare(self, x: torch.Tensor, mask: torch.Tensor) -> ObservedRows | None:
+        """The last layer's rows of each query's observed dims, when at most half are observed."""
+        data_dim = math.prod(self.data_shape)
+        if mask.shape[0] != x.shape[0] or x.dim() != len(self.data_shape) + 1:
+            return None
+        flat_mask = mask.reshape(mask.shape[0], data_dim)
+        counts = flat_mask.sum(1)
+        widest = int(counts.max())
+        if widest > data_dim // 2:
+            return None
+        # Observed dims first (stable sort keeps their order); padding slots are masked out.
+        index = torch.argsort((~flat_mask).to(torch.int8), dim=1, stable=True)[:, :widest]  # [B, n]
+        valid = torch.arange(widest, device=x.device) < counts[:, None]
+        x_sel = torch.gather(x.reshape(x.shape[0], data_dim), 1, index)
+        last: nn.Linear = self.decoder[-1]  # type: ignore[assignment]
+        params = self.likelihood.params_per_dim
+        rows = index[..., None] + data_dim * torch.arange(params, device=x.device)  # [B, n, P]
+        return ObservedRows(index, valid, x_sel, last.weight[rows], last.bias[rows])
+
     def log_likelihood(
-        self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None, prepared: Any = None
     ) -> torch.Tensor:
         """log p(x_o | z); with a sparse mask, only the observed outputs are computed.
 
@@ -78,26 +108,27 @@ class MLPVAE(VAE):
         largest count in the batch), cutting its cost by the observed fraction: the fast path
         of the model protocol. Equal to the general path up to float rounding.
         """
-        data_dim = math.prod(self.data_shape)
-        if mask is None or mask.shape[0] != x.shape[0] or x.dim() != len(self.data_shape) + 1:
+        rows = prepared
+        if rows is None and mask is not None:
+            rows = self._rows_with_grad(x, mask)
+        if rows is None:
             return super().log_likelihood(x, z, mask)
-        flat_mask = mask.reshape(mask.shape[0], data_dim)
-        counts = flat_mask.sum(1)
-        widest = int(counts.max())
-        if widest > data_dim // 2:
-            return super().log_likelihood(x, z, mask)
-        # Observed dims first (stable sort keeps their order); padding slots are masked out.
-        index = torch.argsort((~flat_mask).to(torch.int8), dim=1, stable=True)[:, :widest]  # [B, n]
-        valid = torch.arange(widest, device=x.device) < counts[:, None]
-        x_sel = torch.gather(x.reshape(x.shape[0], data_dim), 1, index)
         hidden = self.decoder[:-1](z)  # [..., B, h]
+        raw = torch.einsum("...bh,bnph->...bnp", hidden, rows.weight) + rows.bias
+        per_dim = self.likelihood.log_prob_flat(raw, rows.x, rows.index)
+        return (per_dim * rows.valid).sum(-1)
+
+    def _rows_with_grad(self, x: torch.Tensor, mask: torch.Tensor) -> ObservedRows | None:
+        """As ``prepare`` but keeping the graph to the weights (for training through it)."""
+        prepared = self.prepare(x, mask)
+        if prepared is None or not torch.is_grad_enabled():
+            return prepared
         last: nn.Linear = self.decoder[-1]  # type: ignore[assignment]
-        params = self.likelihood.params_per_dim
-        rows = index[..., None] + data_dim * torch.arange(params, device=x.device)  # [B, n, P]
-        weight = last.weight[rows]  # [B, n, P, h]
-        raw = torch.einsum("...bh,bnph->...bnp", hidden, weight) + last.bias[rows]
-        per_dim = self.likelihood.log_prob_flat(raw, x_sel, index)
-        return (per_dim * valid).sum(-1)
+        data_dim = math.prod(self.data_shape)
+        rows = prepared.index[..., None] + data_dim * torch.arange(
+            self.likelihood.params_per_dim, device=x.device
+        )
+        return prepared._replace(weight=last.weight[rows], bias=last.bias[rows])
 
     def decode(self, z: torch.Tensor) -> Distribution:
         raw = self.decoder(z)
