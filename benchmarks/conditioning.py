@@ -96,7 +96,7 @@ def run_ours(
     if method == "hmc":
         options = {"warmup": 100, "draws": 50} if quick else {"warmup": 500, "draws": 250}
     if method == "rejection":
-        options = {"budget": 5_000_000}
+        options = {"budget": 2_000_000}
     started = time.perf_counter()
     try:
         post = condition(vae, x, mask, method=method, **options)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="mnist-mlp-z2,mnist-mlp-z50")
     parser.add_argument("--methods", default=None, help="comma-separated; default: all that apply")
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--peer-queries", type=int, default=10, help="queries the (slow) peers fit")
+    parser.add_argument("--peer-queries", type=int, default=5, help="queries the (slow) peers fit")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
