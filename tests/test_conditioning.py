@@ -288,3 +288,42 @@ def test_registry_lists_every_method() -> None:
         "grid",
     }
     assert expected <= set(METHODS)
+
+
+def test_exact_reference_for_a_larger_latent() -> None:
+    """The IS reference of log p(y | x_o) (latent > 2) against the linear-Gaussian closed form."""
+    model = LinearGaussianVAE.random(data_dim=10, latent_dim=3, noise=0.5, seed=6).requires_grad_(False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = model.decode(torch.randn(4, 3)).sample()
+    mask = torch.rand(4, 10) < 0.5
+    mask[:, 0], mask[:, 1] = True, False
+    wrapped = wrap(
+        LinearDecoderForTest(model),
+        latent_dim=3,
+        data_shape=(10,),
+        likelihood="gaussian",
+        encoder=ExactEncoderForTest(model),
+    )
+    estimate = exact_query_log_likelihood(wrapped, x, mask, particles=20000)
+    torch.testing.assert_close(estimate, model.query_log_likelihood(x, mask), atol=0.05, rtol=0)
+
+
+class LinearDecoderForTest(torch.nn.Module):
+    def __init__(self, oracle: LinearGaussianVAE) -> None:
+        super().__init__()
+        self.oracle = oracle
+
+    def forward(self, z: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(
+            z @ self.oracle.weight.T + self.oracle.bias, self.oracle.noise_scale()
+        )
+
+
+class ExactEncoderForTest(torch.nn.Module):
+    def __init__(self, oracle: LinearGaussianVAE) -> None:
+        super().__init__()
+        self.oracle = oracle
+
+    def forward(self, x: torch.Tensor) -> torch.distributions.Distribution:
+        return self.oracle.posterior(x)

@@ -28,18 +28,18 @@ def query_log_likelihood(posterior: Posterior, x_true: torch.Tensor, n: int = 50
     return posterior.query_log_likelihood(x_true, n)
 
 
-@torch.no_grad()
 def exact_query_log_likelihood(
     vae: VAE, x: torch.Tensor, mask: torch.Tensor, particles: int = 20000, grid_size: int = 200
 ) -> torch.Tensor:
     """log p(y_true | x_o) per query: exact where possible, else a large IS estimate."""
     if isinstance(vae, LinearGaussianVAE):
-        return vae.query_log_likelihood(x.to(vae.device), mask.to(vae.device))
+        with torch.no_grad():
+            return vae.query_log_likelihood(x.to(vae.device), mask.to(vae.device))
     if vae.latent_dim == 2:
         grid = condition(vae, x, mask, method="grid", size=grid_size)
         return grid.exact_query_log_likelihood(x)  # type: ignore[attr-defined]
     x = x.to(vae.device)
-    log_px = iw_log_likelihood(vae, x, particles)  # encoder q(z | x) on the full item
+    log_px = iw_log_likelihood(vae, x, particles)  # encoder q(z | x) on the full item (no grad)
     # log p(x_o): the encoder on zero-filled evidence is a poor proposal (it reads the zeros as
     # observed); a fitted mixture cross-coder covers p(z | x_o) far better (higher ESS).
     proposal = condition(vae, x, mask, method="mixture", steps=300)
