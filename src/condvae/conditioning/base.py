@@ -65,7 +65,6 @@ class Query:
         self.vae, self.x, self.mask, self.seed = vae, x, mask, seed
         self.keys = query_keys(x, mask, seed)
         self.prepared = vae.prepare(x, mask)  # the model's fast path for this evidence, if any
-        self.observed_fraction = observed.float() / mask[0].numel()
         self.prior_only = observed == 0
 
     @property

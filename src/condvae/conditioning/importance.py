@@ -96,10 +96,3 @@ class Importance(Posterior):
         cdf = torch.cumsum(torch.softmax(self.log_w, 0), 0).T.contiguous()  # [B, K]
         index = torch.searchsorted(cdf, u.T.contiguous() * cdf[:, -1:]).clamp_max(self.particles - 1).T
         return torch.gather(self.z, 0, index[..., None].expand(-1, -1, self.z.shape[-1]))
-
-    @torch.no_grad()
-    def weighted_query_log_likelihood(self, x_true: torch.Tensor) -> torch.Tensor:
-        """log sum_k w_bar_k p(y_true | z_k): the lower-variance estimate of log p(y | x_o)."""
-        x_true = x_true.to(self.query.x.device, torch.float32).reshape(self.query.x.shape)
-        ll = self.query.vae.log_likelihood(x_true, self.z, ~self.query.mask)
-        return torch.logsumexp(torch.log_softmax(self.log_w, 0) + ll, 0)
