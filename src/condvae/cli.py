@@ -35,8 +35,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a VAE (resumable)")
     p.add_argument("--dataset", required=True, help="mnist | fashion_mnist | frey | olivetti | folder:PATH")
     p.add_argument("--out", required=True, help="output folder (checkpoints, log, model/)")
-    p.add_argument("--arch", default="mlp", choices=["mlp", "conv", "linear_gaussian"])
+    p.add_argument("--arch", default="mlp", choices=["mlp", "conv", "hierarchical", "linear_gaussian"])
     p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument(
+        "--groups",
+        type=_int_list,
+        default=None,
+        help="hierarchical: latent group sizes, top first, e.g. 4,8,16",
+    )
+    p.add_argument("--state", type=int, default=None, help="hierarchical: width of the top-down state")
     p.add_argument("--hidden", type=_int_list, default=None, help="MLP widths, e.g. 512,512; conv: one width")
     p.add_argument("--channels", type=_int_list, default=None, help="conv channels, e.g. 32,64")
     p.add_argument("--likelihood", default=None, choices=["bernoulli", "gaussian", "logistic"])
@@ -67,7 +74,12 @@ def _run_train(args: argparse.Namespace) -> None:
     model: dict[str, object] = {"architecture": args.arch, "latent_dim": args.latent_dim}
     if args.likelihood:
         model["likelihood"] = args.likelihood
-    if args.arch == "mlp":
+    if args.arch == "hierarchical":
+        del model["latent_dim"]  # the sum of the groups
+        for key in ("groups", "hidden", "state", "activation"):
+            if getattr(args, key):
+                model[key] = getattr(args, key)
+    elif args.arch == "mlp":
         if args.hidden:
             model["hidden"] = args.hidden
         if args.activation:
@@ -179,11 +191,18 @@ def _add_inpaint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="bundled model name or pretrained directory")
     p.add_argument("--image", required=True, help="a PNG/JPEG of the model's size, or dataset:split:index")
     p.add_argument(
-        "--mask", default="random:0.1", help="random:P | box:r0,c0,r1,c1 | band:r0,r1 | top-half | PNG"
+        "--mask",
+        default="random:0.1",
+        help="random:P | box:r0,c0,r1,c1 | band:r0,r1 | top-half | quadrant:tl | freeform | ~SPEC | PNG",
     )
     p.add_argument("--method", default="gvi,planar", help="comma-separated methods")
     p.add_argument("--samples", type=int, default=8, help="completions to draw per method")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps of the cross-coders")
+    p.add_argument(
+        "--encoder",
+        default=None,
+        help="ipa/semi: partial encoder name or directory (default: the bundled one)",
+    )
     p.add_argument("--out", default="inpaint.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
@@ -199,13 +218,16 @@ def _run_inpaint(args: argparse.Namespace) -> None:
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     if args.samples < 1:
         raise CondVAEError(f"samples: expected a positive integer, got {args.samples}")
-    options = {}
+    options: dict[str, dict[str, object]] = {}
     if args.steps is not None:
         options = {
             m: {"steps": args.steps}
             for m in methods
             if m in METHODS and issubclass(METHODS[m], FlowPosterior)
         }
+    if args.encoder is not None:
+        for m in ("ipa", "semi"):
+            options.setdefault(m, {})["encoder"] = args.encoder
     model = load(args.model, device=args.device)
     rows = inpaint(
         model,
@@ -220,6 +242,68 @@ def _run_inpaint(args: argparse.Namespace) -> None:
     )
     print(format_rows(rows))
     print(f"wrote {args.out}")
+
+
+def _add_train_partial(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-partial-encoder", help="train an amortized partial encoder r(z | x_o, m) for a VAE (resumable)"
+    )
+    p.add_argument("--model", required=True, help="the frozen VAE: bundled name or pretrained directory")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, log, encoder/)")
+    p.add_argument(
+        "--objective",
+        default="forward",
+        choices=["forward", "reverse"],
+        help="forward = IPA, reverse = IPA-R",
+    )
+    p.add_argument("--dataset", default=None, help="default: the dataset named in the VAE's card")
+    p.add_argument("--masks", default="mixture", help="mask family: mixture | random | box | freeform | ...")
+    p.add_argument("--covariance", default="diagonal", choices=["diagonal", "full"])
+    p.add_argument("--hidden", type=_int_list, default=None, help="widths of a fresh MLP body")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--samples", type=int, default=1, help="reverse: z draws per item")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-min", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--valid-every", type=int, default=1000)
+    p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_train_partial(args: argparse.Namespace) -> None:
+    from condvae.partial.train import PartialTrainConfig, train_partial_encoder
+
+    cfg = PartialTrainConfig(
+        vae=args.model,
+        out=args.out,
+        objective=args.objective,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        masks=args.masks,
+        covariance=args.covariance,
+        hidden=args.hidden,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        samples=args.samples,
+        lr=args.lr,
+        lr_min=args.lr_min,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        valid_every=args.valid_every,
+        limit_train=args.limit_train,
+        device=args.device,
+    )
+    result = train_partial_encoder(cfg, resume=args.resume, progress=not args.no_progress)
+    best = "n/a" if result.best_valid is None else f"{result.best_valid:.3f}"
+    print(
+        f"trained {result.steps} steps in {result.seconds:.1f} s; best valid loss {best}; "
+        f"encoder saved to {result.out / 'encoder'}"
+    )
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -249,6 +333,7 @@ COMMANDS = {
     "evaluate": (_add_evaluate, _run_evaluate),
     "demo": (_add_demo, _run_demo),
     "inpaint": (_add_inpaint, _run_inpaint),
+    "train-partial-encoder": (_add_train_partial, _run_train_partial),
     "models": (_add_models, _run_models),
     "download": (_add_download, _run_download),
 }

@@ -8,10 +8,17 @@
   log p(x_o) with a fitted mixture cross-coder as proposal).
 - ``mmd``: squared maximum mean discrepancy between two sample sets per query, RBF kernel
   with the median-heuristic bandwidth (Gretton et al. 2012), unbiased estimator.
+- ``coverage``: min over K completions of the root-mean-square distance to the true image on
+  the query dims (the analogue of IPA's LPIPS-GT, paper 000, without a downloaded network):
+  low when some completion is close to the truth, i.e. when the method covers it.
+- ``diversity``: mean RMS distance between pairs of completions on the query dims.
+- ``frechet_distance``: ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2}) between Gaussians
+  fitted to two feature sets (Heusel et al. 2017), features from condvae's own classifier.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from condvae.conditioning import Posterior, condition
@@ -68,3 +75,47 @@ def mmd(a: torch.Tensor, b: torch.Tensor, bandwidth: torch.Tensor | None = None)
     sum_aa = (k_aa.sum((1, 2)) - k_aa.diagonal(dim1=1, dim2=2).sum(1)) / (n * (n - 1))
     sum_bb = (k_bb.sum((1, 2)) - k_bb.diagonal(dim1=1, dim2=2).sum(1)) / (m * (m - 1))
     return sum_aa + sum_bb - 2 * k_ab.mean((1, 2))
+
+
+def _query_rms(a: torch.Tensor, b: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """RMS of a - b over the query dims; a [..., B, D], b [..., B, D], query [B, D] (float)."""
+    return (((a - b) ** 2 * query).sum(-1) / query.sum(-1).clamp_min(1)).sqrt()
+
+
+def coverage(completions: torch.Tensor, x_true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """min_k RMS(completion_k - x_true) over the unobserved dims, ``[B]``.
+
+    ``completions`` [K, B, *data_shape], ``x_true`` [B, *data_shape], ``mask`` True = observed.
+    """
+    if completions.dim() != x_true.dim() + 1 or completions.shape[1:] != x_true.shape:
+        raise CondVAEError(
+            f"completions: expected shape [K, {', '.join(map(str, x_true.shape))}], got {list(completions.shape)}"
+        )
+    query = (~mask.bool()).flatten(1).float()
+    return _query_rms(completions.flatten(2), x_true.flatten(1), query).min(0).values
+
+
+def diversity(completions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean RMS distance between the K(K-1)/2 pairs of completions on the unobserved dims, ``[B]``."""
+    k = completions.shape[0]
+    if k < 2:
+        raise CondVAEError(f"completions: diversity needs at least 2 completions per query, got {k}")
+    query = (~mask.bool()).flatten(1).float()  # [B, D]
+    y = completions.flatten(2).transpose(0, 1) * query.sqrt()[:, None]  # [B, K, D]
+    dist = torch.cdist(y, y) / query.sum(-1).clamp_min(1).sqrt()[:, None, None]
+    return dist.sum((1, 2)) / (k * (k - 1))
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets [N, F] and [M, F]."""
+    from scipy import linalg
+
+    if features_a.shape[0] < 2 or features_b.shape[0] < 2:
+        raise CondVAEError("features: the Fréchet distance needs at least 2 items per set")
+    a, b = features_a.double().cpu().numpy(), features_b.double().cpu().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if np.iscomplexobj(root):
+        root = root.real  # rounding can leave a tiny imaginary part
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))

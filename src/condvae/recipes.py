@@ -70,6 +70,37 @@ RECIPES: dict[str, Recipe] = {
             quick_args=["--epochs", "1"],
         ),
         Recipe(
+            name="mnist-hier-z28",
+            description=(
+                "MNIST, top-down hierarchical VAE with 3 latent groups (4, 8, 16; each conditioned "
+                "on the groups above through a 256-wide decoder state), MLP 784-512-256 bottom-up, "
+                "Bernoulli likelihood on dynamically binarised digits, KL warm-up."
+            ),
+            train_args=(
+                "--dataset mnist --arch hierarchical --groups 4,8,16 --hidden 512,256 --state 256 "
+                f"--likelihood bernoulli --epochs 60 --batch-size 128 {OPTIM} --kl-warmup 10000 "
+                "--checkpoint-every 2000"
+            ).split(),
+            eval_k=1000,
+            quick_args=["--epochs", "2"],
+        ),
+        Recipe(
+            name="fashion-hier-z28",
+            description=(
+                "Fashion-MNIST, top-down hierarchical VAE with 3 latent groups (4, 8, 16) over a "
+                "256-wide decoder state, MLP 784-512-256, discretised-logistic likelihood on the "
+                "256 grey levels, KL warm-up."
+            ),
+            train_args=(
+                "--dataset fashion_mnist --arch hierarchical --groups 4,8,16 --hidden 512,256 "
+                f"--state 256 --likelihood logistic --epochs 40 --batch-size 128 {OPTIM} "
+                "--kl-warmup 5000 --checkpoint-every 2000"
+            ).split(),
+            eval_k=1000,
+            eval_limit=2000,
+            quick_args=["--epochs", "1"],
+        ),
+        Recipe(
             name="frey-conv-z10",
             description=(
                 "Frey faces (28x20), convolutional (32-64, 256 hidden), Gaussian likelihood with "

@@ -13,9 +13,11 @@ from condvae.conditioning import (  # noqa: F401  (registers the methods)
     grid,
     hmc,
     importance,
+    ipa,
     mixture,
     planar,
     rejection,
+    semi,
     spline,
 )
 from condvae.conditioning.base import Posterior, Query

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Distribution, MultivariateNormal
 
 from condvae.conditioning.base import Posterior, Query
+from condvae.conditioning.noise import reparameterize
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
@@ -25,23 +25,17 @@ def _encoder_mixture_sample(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """z ~ (1 - a) q_phi(z | x ⊙ m) + a p(z), with log density, ``[n, B, d]`` and ``[n, B]``."""
     eps = query.noise(counter, n)
+    from_prior = reparameterize(query.vae.prior, eps)
     if defensive >= 1:
-        return eps, query.vae.prior.log_prob(eps)
+        return from_prior, query.vae.prior.log_prob(from_prior)
     q = query.vae.encode(query.x)
     pick = torch.special.ndtr(query.noise(counter + (1 << 21), n)[..., 0]) < defensive
-    z = torch.where(pick[..., None], eps, reparameterize(q, eps))
+    z = torch.where(pick[..., None], from_prior, reparameterize(q, eps))
     log_prior = query.vae.prior.log_prob(z)
     log_q = q.log_prob(z) + math.log1p(-defensive)
     if defensive > 0:
         log_q = torch.logaddexp(log_q, log_prior + math.log(defensive))
     return z, log_q
-
-
-def reparameterize(q: Distribution, eps: torch.Tensor) -> torch.Tensor:
-    """z = mean + scale eps for a Gaussian q (diagonal or full covariance), eps ``[n, B, d]``."""
-    if isinstance(q, MultivariateNormal):
-        return q.mean + torch.einsum("bij,nbj->nbi", q.scale_tril, eps)
-    return q.mean + q.stddev * eps
 
 
 @register("importance")

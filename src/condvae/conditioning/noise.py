@@ -77,3 +77,22 @@ def counter_normal(
     u1, u2 = _uniform(h1), _uniform(h2)
     normal = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
     return normal.float()
+
+
+def reparameterize(dist: torch.distributions.Distribution, eps: torch.Tensor) -> torch.Tensor:
+    """The draw of ``dist`` driven by standard normals ``eps`` ``[n, *batch, d]``.
+
+    Gaussian (diagonal or full covariance) and any distribution with ``from_noise`` (the
+    top-down chains of hierarchical VAEs): so a method drawing prior or proposal samples from
+    its per-query noise works for every model's prior, not only N(0, I).
+    """
+    from torch.distributions import Independent, MultivariateNormal, Normal
+
+    if isinstance(dist, MultivariateNormal):
+        return dist.loc + (dist.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return dist.base_dist.loc + dist.base_dist.scale * eps
+    from_noise = getattr(dist, "from_noise", None)
+    if from_noise is None:
+        raise TypeError(f"cannot draw a {type(dist).__name__} from standard normal noise")
+    return from_noise(eps)

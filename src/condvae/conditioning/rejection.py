@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from condvae.conditioning.base import Posterior, Query
+from condvae.conditioning.noise import reparameterize
 from condvae.conditioning.registry import register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
@@ -70,7 +71,7 @@ class Rejection(Posterior):
                     "another method (importance, hmc, a cross-coder)"
                 )
             counter += 1
-            z = q.noise(counter, self.round_size)
+            z = reparameterize(q.vae.prior, q.noise(counter, self.round_size))
             log_lik = q.vae.log_likelihood(q.x, z, q.mask, q.prepared)  # [r, B]
             over = log_lik.max(0).values > self.log_bound
             if bool(over.any()):  # the bound was too low: raise it, restart those queries

@@ -91,7 +91,7 @@ class FlowPosterior(Posterior):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optim, lambda t: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t / steps))
         )
-        recent: list[torch.Tensor] = []
+        trace: list[torch.Tensor] = []  # each step's C-ELBO estimate, before its update
         with Timer() as timer:
             for step in range(steps):
                 c_elbo = self.objective(step, samples)
@@ -99,9 +99,8 @@ class FlowPosterior(Posterior):
                 (-c_elbo.sum()).backward()
                 optim.step()
                 schedule.step()
-                if step >= steps - max(1, steps // 10):
-                    recent.append(c_elbo.detach())
-        final = torch.stack(recent).mean(0)
+                trace.append(c_elbo.detach())
+        final = torch.stack(trace[-max(1, steps // 10) :]).mean(0)
         if not torch.isfinite(final).all():
             raise CondVAEError(f"lr: {self.name} diverged (non-finite C-ELBO); lower lr")
         self.diagnostics.update(
@@ -110,6 +109,7 @@ class FlowPosterior(Posterior):
             lr=lr,
             seconds=timer.seconds,
             final_c_elbo=final,
+            c_elbo_trace=torch.stack(trace),  # [steps, B]
             decoder_evaluations_per_query=steps * samples,
             guaranteed_bound=self.guaranteed_bound,
         )

@@ -16,10 +16,13 @@ from condvae.models.likelihoods import (
     Likelihood,
     LogisticLikelihood,
 )
+from condvae.models.hierarchical import HierarchicalVAE, TopDownGaussian
 from condvae.models.linear_gaussian import LinearGaussianVAE
 from condvae.models.mlp import MLPVAE
 
-ARCHITECTURES: dict[str, type[VAE]] = {cls.architecture: cls for cls in (MLPVAE, ConvVAE, LinearGaussianVAE)}
+ARCHITECTURES: dict[str, type[VAE]] = {
+    cls.architecture: cls for cls in (MLPVAE, ConvVAE, LinearGaussianVAE, HierarchicalVAE)
+}
 
 
 def build_model(config: dict[str, Any]) -> VAE:
@@ -49,9 +52,11 @@ __all__ = [
     "ConvVAE",
     "DiscretizedLogistic",
     "GaussianLikelihood",
+    "HierarchicalVAE",
     "Likelihood",
     "LinearGaussianVAE",
     "LogisticLikelihood",
+    "TopDownGaussian",
     "WrappedVAE",
     "build_model",
     "diagonal_normal",
