@@ -243,3 +243,31 @@ def test_inpaint_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     _one_line_error(code, err, "method: unknown ['magic']")
     code, _, err = _run([*base, "--image", "mnist:test"], capsys)
     _one_line_error(code, err, "image: expected dataset:split:index")
+
+
+def test_train_partial_encoder_then_inpaint_with_it(
+    synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, png = _tiny_model_and_png(tmp_path)
+    run = tmp_path / "enc"
+    args = ["train-partial-encoder", "--model", str(model), "--out", str(run), "--data-dir", str(synthetic_data)]
+    args += ["--steps", "30", "--batch-size", "16", "--valid-every", "15", "--no-progress"]
+    code, stdout, err = _run(args, capsys)
+    assert code == 0, err
+    assert "trained 30 steps" in stdout and (run / "encoder" / "config.json").is_file()
+    code, _, err = _run(args, capsys)
+    _one_line_error(code, err, "already holds a checkpoint")
+    code, stdout, err = _run([*args, "--resume"], capsys)
+    assert code == 0, err  # a finished run resumes to its end at once
+    inpaint = ["inpaint", "--model", str(model), "--image", str(png), "--mask", "freeform", "--samples", "2"]
+    inpaint += ["--method", "ipa,semi", "--encoder", str(run / "encoder"), "--out", str(tmp_path / "o.png")]
+    code, stdout, err = _run(inpaint, capsys)
+    assert code == 0, err
+    assert [line.split()[0] for line in stdout.splitlines()[1:3]] == ["ipa", "semi"]
+    save_pretrained(MLPVAE((1, 28, 28), latent_dim=2, hidden=[16]), tmp_path / "other")
+    inpaint[2] = str(tmp_path / "other")
+    code, _, err = _run(inpaint, capsys)
+    _one_line_error(code, err, "was trained for the VAE")
+    bad = ["train-partial-encoder", "--model", str(model), "--out", str(tmp_path / "x"), "--steps", "0"]
+    code, _, err = _run([*bad, "--data-dir", str(synthetic_data)], capsys)
+    _one_line_error(code, err, "steps: expected a positive integer")

@@ -112,7 +112,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 
     if features_a.shape[0] < 2 or features_b.shape[0] < 2:
         raise CondVAEError("features: the Fréchet distance needs at least 2 items per set")
-    a, b = features_a.double().cpu().numpy(), features_b.double().cpu().numpy()
+    a, b = (f.detach().double().cpu().numpy() for f in (features_a, features_b))
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)

@@ -82,6 +82,7 @@ RECIPES: dict[str, Recipe] = {
                 "--checkpoint-every 2000"
             ).split(),
             eval_k=1000,
+            eval_limit=2000,
             quick_args=["--epochs", "2"],
         ),
         Recipe(

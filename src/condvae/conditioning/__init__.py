@@ -50,7 +50,7 @@ def condition(
     if unknown:
         raise CondVAEError(f"options: {unknown} not known to method {method!r} (it takes {sorted(allowed)})")
     query = Query(vae, x, mask, seed=seed)
-    with frozen(vae):
+    with frozen(vae), torch.enable_grad():  # fitting needs gradients even inside a caller's no_grad
         return cls.fit(query, **options)
 
 

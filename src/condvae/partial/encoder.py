@@ -38,9 +38,23 @@ COVARIANCES = ("diagonal", "full")
 
 
 def fingerprint(vae: VAE) -> str:
-    """A short hash of the VAE's architecture and weights (what a partial encoder is tied to)."""
+    """A short hash of the VAE's architecture and weights (what a partial encoder is tied to).
+
+    Cached on the VAE against the tensors' version counters, which any in-place change bumps.
+    """
+    state = vae.state_dict()
+    versions = tuple((name, t._version, t.data_ptr()) for name, t in state.items())
+    cached = getattr(vae, "_condvae_fingerprint", None)
+    if cached is not None and cached[0] == versions:
+        return cached[1]
+    value = _hash(vae, state)
+    vae._condvae_fingerprint = (versions, value)  # type: ignore[attr-defined]
+    return value
+
+
+def _hash(vae: VAE, state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256(repr(sorted(vae.config().items())).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

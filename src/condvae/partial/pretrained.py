@@ -25,7 +25,7 @@ from condvae.checkpoint import (
 )
 from condvae.errors import CheckpointError, CondVAEError
 from condvae.models import VAE
-from condvae.partial.encoder import PartialEncoder, build_partial_encoder
+from condvae.partial.encoder import PartialEncoder, build_partial_encoder, fingerprint
 from condvae.zoo import PRETRAINED_DIR
 
 FORMAT = "condvae-partial-encoder"
@@ -93,11 +93,28 @@ def resolve(name: str | Path) -> Path:
     )
 
 
+_LOADED: dict[tuple[str, int, str, str], PartialEncoder] = {}
+
+
 def load_partial_encoder(
     name: str | Path, vae: VAE, device: str | torch.device | None = None
 ) -> PartialEncoder:
-    """Load a partial encoder for ``vae``; refused (naming both) if it was trained for another."""
+    """Load a partial encoder for ``vae``; refused (naming both) if it was trained for another.
+
+    Loaded encoders are kept (keyed by file, its modification time, the VAE and the device), so
+    conditioning by name in a loop reads the file once.
+    """
     directory = resolve(name)
+    weights = directory / WEIGHTS_FILE
+    stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+    key = (str(directory.resolve()), stamp, fingerprint(vae), str(device or vae.device))
+    if key not in _LOADED:
+        _LOADED.clear()  # one at a time: a cache, not a registry
+        _LOADED[key] = _load(directory, vae, device)
+    return _LOADED[key]
+
+
+def _load(directory: Path, vae: VAE, device: str | torch.device | None) -> PartialEncoder:
     config = _read_config(directory)
     stored = config.get("vae", {})
     encoder = build_partial_encoder(
@@ -123,8 +140,6 @@ def load_partial_encoder(
 
 def find_bundled(vae: VAE, objective: str = "forward") -> str | None:
     """The bundled partial encoder trained for ``vae`` with ``objective``, if any."""
-    from condvae.partial.encoder import fingerprint
-
     found = fingerprint(vae)
     for name in bundled_encoders():
         config = _read_config(ENCODERS_DIR / name)
