@@ -15,8 +15,9 @@ log (1/1000) sum p(y_true | z_m), coverage (min over K=100 completions of the RM
 the truth on the hidden pixels, decoder means; lower = the truth is covered), diversity (mean
 pairwise RMS distance of those completions), the Fréchet distance in condvae's classifier
 features between 10 completions per query and 5000 test images (the true query images score
-the ``truth`` row: as many other test images, the floor at this sample size), and queries per second of the fit (the bin
-fitted as one batch). A second table follows semi-amortized refinement step by step.
+the ``truth`` row: as many other test images, the floor at this sample size), and queries
+per second of the fit (the bin fitted as one batch). A second table follows semi-amortized
+refinement step by step.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def fit(vae: VAE, model: str, method: str, x: torch.Tensor, mask: torch.Tensor, 
 
 
 @torch.no_grad()
-def score(vae: VAE, post: Posterior, x: torch.Tensor, mask: torch.Tensor, classifier, k: int) -> dict:  # noqa: ANN001
+def score(vae: VAE, post: Posterior, x: torch.Tensor, mask: torch.Tensor, classifier, k: int) -> dict:
     qll = post.query_log_likelihood(x, 1000)
     completions = post.complete(k, mean=True)  # [K, B, ...]
     return {
@@ -206,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             timing(model, args)
         return 0
     print(
-        "| model | observed | method | query LL (median) | coverage (K=%d) | diversity | Fréchet | queries/s |"
-        % args.k
+        f"| model | observed | method | query LL (median) | coverage (K={args.k}) | diversity | Fréchet "
+        "| queries/s |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for model in args.models:

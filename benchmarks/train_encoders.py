@@ -14,9 +14,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
 from common import machine
 
 from condvae.cli import main as cli_main
+from condvae.data import fixed_binarize, load_dataset
+from condvae.masks import sample_masks
+from condvae.models import VAE
+from condvae.partial import PartialEncoder
 from condvae.partial.pretrained import ENCODERS_DIR, load_partial_encoder, save_partial_encoder
 from condvae.zoo import load
 
@@ -32,6 +37,30 @@ ENCODERS: dict[str, str] = {
 }
 
 
+@torch.no_grad()
+def test_scores(encoder: PartialEncoder, vae: VAE, images: int = 2000) -> dict[str, float]:
+    """Both objectives on the first ``images`` test images with seeded mixture masks."""
+    x = load_dataset(vae.card["dataset"], "test").x[:images]
+    x = fixed_binarize(x) if vae.likelihood.name == "bernoulli" else x
+    mask = sample_masks("mixture", len(x), vae.data_shape, torch.Generator().manual_seed(2024))
+    torch.manual_seed(0)
+    kl = torch.cat(
+        [encoder.forward_kl(vae, x[i : i + 500], mask[i : i + 500]) for i in range(0, len(x), 500)]
+    )
+    c_elbo = torch.cat(
+        [
+            -encoder.reverse_loss(vae, x[i : i + 500], mask[i : i + 500], samples=8)
+            for i in range(0, len(x), 500)
+        ]
+    )
+    return {
+        f"test O_for: mean KL(q(z|x) || r(z|x_o)) (nats, {images} images, mixture masks)": round(
+            float(kl.mean()), 3
+        ),
+        f"test C-ELBO: mean (nats, 8 draws, {images} images, mixture masks)": round(float(c_elbo.mean()), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(ENCODERS))
@@ -42,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in args.only or list(ENCODERS):
         out = Path(args.root) / name
-        cli_args = ENCODERS[name].split() + ["--out", str(out), "--no-progress"]
+        cli_args = [*ENCODERS[name].split(), "--out", str(out), "--no-progress"]
         if args.quick:
             cli_args += ["--steps", "200", "--valid-every", "100"]
         if args.resume and (out / "checkpoint.safetensors").exists():
@@ -53,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"training {name} failed")
         if args.publish:
             model = ENCODERS[name].split()[1]
-            encoder = load_partial_encoder(out / "encoder", load(model))
+            vae = load(model)
+            encoder = load_partial_encoder(out / "encoder", vae)
             card = dict(encoder.card)
+            card["metrics"] = test_scores(encoder, vae)
             card["name"] = name
             card["command"] = (
                 f"python -m condvae train-partial-encoder {ENCODERS[name]} --out runs/encoders/{name}"

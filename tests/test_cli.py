@@ -250,7 +250,8 @@ def test_train_partial_encoder_then_inpaint_with_it(
 ) -> None:
     model, png = _tiny_model_and_png(tmp_path)
     run = tmp_path / "enc"
-    args = ["train-partial-encoder", "--model", str(model), "--out", str(run), "--data-dir", str(synthetic_data)]
+    args = ["train-partial-encoder", "--model", str(model), "--out", str(run)]
+    args += ["--data-dir", str(synthetic_data)]
     args += ["--steps", "30", "--batch-size", "16", "--valid-every", "15", "--no-progress"]
     code, stdout, err = _run(args, capsys)
     assert code == 0, err

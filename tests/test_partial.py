@@ -32,7 +32,7 @@ def linear_gaussian() -> tuple[LinearGaussianVAE, torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def o_for_encoder(linear_gaussian, tmp_path_factory):  # noqa: ANN001, ANN201
+def o_for_encoder(linear_gaussian, tmp_path_factory):
     vae, train_x, valid_x = linear_gaussian
     out = tmp_path_factory.mktemp("lg") / "run"
     cfg = PartialTrainConfig(
@@ -48,7 +48,7 @@ def o_for_encoder(linear_gaussian, tmp_path_factory):  # noqa: ANN001, ANN201
     return train_partial_encoder(cfg, vae=vae, data=(train_x, valid_x), progress=False)
 
 
-def test_o_for_recovers_the_closed_form_posterior_for_unseen_masks(linear_gaussian, o_for_encoder) -> None:  # noqa: ANN001
+def test_o_for_recovers_the_closed_form_posterior_for_unseen_masks(linear_gaussian, o_for_encoder) -> None:
     """The O_for optimum over full-covariance Gaussians is p(z | x_o) itself (E_{x_u|x_o} p(z|x)
     = p(z | x_o)); on fresh data and masks drawn with another seed the trained encoder must be
     within KL 0.05 nats on average (0.1 at the 90th percentile) and its mean within 0.35
@@ -75,7 +75,7 @@ def test_o_for_recovers_the_closed_form_posterior_for_unseen_masks(linear_gaussi
     assert float(prior_kl.mean()) > 1.0  # the test could tell a wrong answer
 
 
-def test_ipa_method_gives_the_encoder_output_and_matches_log_evidence(linear_gaussian, o_for_encoder) -> None:  # noqa: ANN001
+def test_ipa_method_gives_the_encoder_output_and_matches_log_evidence(linear_gaussian, o_for_encoder) -> None:
     vae, _, valid_x = linear_gaussian
     x = valid_x[:16]
     mask = sample_masks("random:0.5", 16, (8,), torch.Generator().manual_seed(3))
@@ -92,7 +92,7 @@ def test_ipa_method_gives_the_encoder_output_and_matches_log_evidence(linear_gau
     torch.testing.assert_close(post.log_prob(z[:3]), o_for_encoder.encoder(x, mask).log_prob(z[:3]))
 
 
-def test_semi_amortized_starts_at_the_encoder_and_improves(linear_gaussian, o_for_encoder) -> None:  # noqa: ANN001
+def test_semi_amortized_starts_at_the_encoder_and_improves(linear_gaussian, o_for_encoder) -> None:
     vae, _, valid_x = linear_gaussian
     x = valid_x[:32]
     mask = sample_masks("random:0.4", 32, (8,), torch.Generator().manual_seed(4))
@@ -187,7 +187,7 @@ def _tiny_mnist_vae(path: Path) -> MLPVAE:
     return condvae.load(str(path))
 
 
-def test_training_resumes_to_identical_weights(synthetic_data: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_training_resumes_to_identical_weights(synthetic_data: Path, tmp_path: Path, monkeypatch) -> None:
     vae_dir = tmp_path / "vae"
     _tiny_mnist_vae(vae_dir)
     common = dict(
@@ -206,7 +206,7 @@ def test_training_resumes_to_identical_weights(synthetic_data: Path, tmp_path: P
     calls = {"n": 0}
     real = partial_train.sample_masks
 
-    def dies_at_step_25(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def dies_at_step_25(*args, **kwargs):
         if args[1] == 16:  # a training batch (validation draws 20)
             calls["n"] += 1
             if calls["n"] == 26:

@@ -89,7 +89,8 @@ def coverage(completions: torch.Tensor, x_true: torch.Tensor, mask: torch.Tensor
     """
     if completions.dim() != x_true.dim() + 1 or completions.shape[1:] != x_true.shape:
         raise CondVAEError(
-            f"completions: expected shape [K, {', '.join(map(str, x_true.shape))}], got {list(completions.shape)}"
+            f"completions: expected shape [K, {', '.join(map(str, x_true.shape))}], "
+            f"got {list(completions.shape)}"
         )
     query = (~mask.bool()).flatten(1).float()
     return _query_rms(completions.flatten(2), x_true.flatten(1), query).min(0).values

@@ -45,8 +45,9 @@ def describe_bundled() -> str:
         model = config["model"]
         metrics = config.get("card", {}).get("metrics", {})
         shown = ", ".join(f"{k} {v}" for k, v in metrics.items())
+        latent = model.get("latent_dim") or f"{sum(model['groups'])} in groups {model['groups']}"
         lines.append(
             f"{name}: {model['architecture']} {model['likelihood'] if 'likelihood' in model else ''} "
-            f"latent {model['latent_dim']}, data {model['data_shape']}; {shown}"
+            f"latent {latent}, data {model['data_shape']}; {shown}"
         )
     return "\n".join(lines) if lines else "no bundled models"

@@ -8,6 +8,7 @@ from condvae.errors import CheckpointError, CondVAEError
 from condvae.models.adapter import WrappedVAE, wrap
 from condvae.models.base import VAE, diagonal_normal
 from condvae.models.conv import ConvVAE
+from condvae.models.hierarchical import HierarchicalVAE, TopDownGaussian
 from condvae.models.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -16,7 +17,6 @@ from condvae.models.likelihoods import (
     Likelihood,
     LogisticLikelihood,
 )
-from condvae.models.hierarchical import HierarchicalVAE, TopDownGaussian
 from condvae.models.linear_gaussian import LinearGaussianVAE
 from condvae.models.mlp import MLPVAE
 

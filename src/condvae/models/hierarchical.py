@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -48,23 +48,23 @@ class TopDownGaussian(Distribution):
     is the shape of the context the head closes over (e.g. [B] for q(z | x), [] for p(z)).
     """
 
-    arg_constraints: dict[str, constraints.Constraint] = {}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, model: HierarchicalVAE, head: Head, batch_shape: torch.Size = torch.Size()) -> None:
+    def __init__(self, model: HierarchicalVAE, head: Head, batch_shape: tuple[int, ...] = ()) -> None:
         self.model, self.head = model, head
-        super().__init__(batch_shape, torch.Size([model.latent_dim]), validate_args=False)
+        super().__init__(torch.Size(batch_shape), torch.Size([model.latent_dim]), validate_args=False)
 
     def from_noise(self, eps: torch.Tensor) -> torch.Tensor:
         """z = the chain driven by standard normals ``eps`` [..., *batch, d] (reparameterised)."""
         state = self.model.initial_state(eps.shape[:-1])
         parts = []
-        for l, noise in enumerate(eps.split(self.model.groups, dim=-1)):
-            loc, scale = self.head(l, state)
+        for g, noise in enumerate(eps.split(self.model.groups, dim=-1)):
+            loc, scale = self.head(g, state)
             z_l = loc + scale * noise
             parts.append(z_l)
-            state = self.model.step(l, state, z_l)
+            state = self.model.step(g, state, z_l)
         return torch.cat(parts, -1)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
@@ -74,10 +74,10 @@ class TopDownGaussian(Distribution):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         state = self.model.initial_state(z.shape[:-1])
         total = torch.zeros((), device=z.device)
-        for l, z_l in enumerate(z.split(self.model.groups, dim=-1)):
-            loc, scale = self.head(l, state)
+        for g, z_l in enumerate(z.split(self.model.groups, dim=-1)):
+            loc, scale = self.head(g, state)
             total = total + Normal(loc, scale, validate_args=False).log_prob(z_l).sum(-1)
-            state = self.model.step(l, state, z_l)
+            state = self.model.step(g, state, z_l)
         return total
 
     @property
@@ -134,16 +134,16 @@ class HierarchicalVAE(VAE):
     def initial_state(self, shape: torch.Size) -> torch.Tensor:
         return self.top.expand(*shape, self.state_dim)
 
-    def step(self, l: int, state: torch.Tensor, z_l: torch.Tensor) -> torch.Tensor:
+    def step(self, g: int, state: torch.Tensor, z_l: torch.Tensor) -> torch.Tensor:
         """s_l = s_{l-1} + f_l([s_{l-1}, z_l]) (residual, so deep chains start near identity)."""
-        return state + self.steps[l](torch.cat([state, z_l], -1))
+        return state + self.steps[g](torch.cat([state, z_l], -1))
 
     def states(self, z: torch.Tensor) -> list[torch.Tensor]:
         """The states s_0..s_L along ``z`` [..., d] (s_{l-1} is what group l is conditioned on)."""
         state = self.initial_state(z.shape[:-1])
         out = [state]
-        for l, z_l in enumerate(z.split(self.groups, dim=-1)):
-            state = self.step(l, state, z_l)
+        for g, z_l in enumerate(z.split(self.groups, dim=-1)):
+            state = self.step(g, state, z_l)
             out.append(state)
         return out
 
@@ -152,14 +152,14 @@ class HierarchicalVAE(VAE):
         return self.bottom_up(x.flatten(start_dim=x.dim() - len(self.data_shape)))
 
     def posterior_head(self, feats: torch.Tensor) -> Head:
-        def head(l: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def head(g: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             context = feats.expand(*state.shape[:-1], feats.shape[-1])
-            return gaussian_head(self.posterior_heads[l](torch.cat([context, state], -1)))
+            return gaussian_head(self.posterior_heads[g](torch.cat([context, state], -1)))
 
         return head
 
-    def prior_head(self, l: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return gaussian_head(self.prior_heads[l](state))
+    def prior_head(self, g: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return gaussian_head(self.prior_heads[g](state))
 
     # -- the protocol ----------------------------------------------------------------------
     @property
@@ -186,12 +186,12 @@ class HierarchicalVAE(VAE):
         feats = self.features(x).expand(samples, x.shape[0], -1)
         state = self.initial_state(feats.shape[:-1])
         kl = torch.zeros(samples, x.shape[0], device=x.device)
-        for l in range(len(self.groups)):
-            q = Normal(*self.posterior_head(feats)(l, state), validate_args=False)
-            p = Normal(*self.prior_head(l, state), validate_args=False)
+        for g in range(len(self.groups)):
+            q = Normal(*self.posterior_head(feats)(g, state), validate_args=False)
+            p = Normal(*self.prior_head(g, state), validate_args=False)
             z_l = q.rsample()
             kl = kl + torch.distributions.kl_divergence(q, p).sum(-1)
-            state = self.step(l, state, z_l)
+            state = self.step(g, state, z_l)
         raw = self.output(state).reshape(samples, x.shape[0], *self._raw_shape)
         per_dim = self.likelihood(raw).log_prob(x)
         rec = per_dim.flatten(start_dim=2).sum(-1)

@@ -237,10 +237,10 @@ class TopDownPartialEncoder(PartialEncoder):
         inp = masked_input(x, mask, self.data_shape)
         return self.body(inp.flatten(start_dim=inp.dim() - len(self.data_shape)))
 
-    def head(self, feats: torch.Tensor):  # noqa: ANN201 (a Head closure)
-        def group(l: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def head(self, feats: torch.Tensor):
+        def group(g: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             context = feats.expand(*state.shape[:-1], feats.shape[-1])
-            return gaussian_head(self.heads[l](torch.cat([context, state], -1)))
+            return gaussian_head(self.heads[g](torch.cat([context, state], -1)))
 
         return group
 
@@ -254,11 +254,11 @@ class TopDownPartialEncoder(PartialEncoder):
         r_head = self.head(self.features(x, mask))
         state = vae.initial_state(x.shape[:1])
         kl = torch.zeros(x.shape[0], device=x.device)
-        for l in range(len(self.groups)):
-            q = Normal(*q_head(l, state), validate_args=False)
-            r = Normal(*r_head(l, state), validate_args=False)
+        for g in range(len(self.groups)):
+            q = Normal(*q_head(g, state), validate_args=False)
+            r = Normal(*r_head(g, state), validate_args=False)
             kl = kl + torch.distributions.kl_divergence(q, r).sum(-1)
-            state = vae.step(l, state, q.rsample())  # z_l ~ q: the next group's KL is at z_<=l
+            state = vae.step(g, state, q.rsample())  # z_l ~ q: the next group's KL is at z_<=l
         return kl
 
 
@@ -269,7 +269,8 @@ def build_partial_encoder(
     if isinstance(vae, HierarchicalVAE):
         if covariance != "diagonal" or hidden is not None:
             raise CondVAEError(
-                "covariance: a hierarchical VAE's partial encoder is diagonal per group, copied from its encoder"
+                "covariance: a hierarchical VAE's partial encoder is diagonal per group "
+                "(copied from its encoder)"
             )
         return TopDownPartialEncoder(vae)
     return FlatPartialEncoder(vae, covariance=covariance, hidden=hidden)

@@ -265,7 +265,9 @@ def train_partial_encoder(
     encoder.card = {
         "name": f"partial encoder {cfg.objective} for {encoder.vae_name}",
         "objective": cfg.objective,
-        "description": f"{OBJECTIVES[cfg.objective]} partial encoder r(z | x_o, m) for the VAE {encoder.vae_name!r}.",
+        "description": (
+            f"{OBJECTIVES[cfg.objective]} partial encoder r(z | x_o, m) for the VAE {encoder.vae_name!r}."
+        ),
         "training": {
             "vae": cfg.vae,
             "dataset": cfg.dataset or vae.card.get("dataset", "given tensors"),
