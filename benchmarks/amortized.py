@@ -103,6 +103,7 @@ def run_model(model: str, args: argparse.Namespace) -> list[dict]:
     rows = []
     for (lo, hi), (xb, mb) in zip(BINS, binned_queries(x, args.queries, args.seed), strict=True):
         rows.append({"model": model, "bin": f"{lo:.0%}-{hi:.0%}", "method": "truth", "fd": truth_fd})
+        print(_row(rows[-1]), flush=True)
         for method in args.methods.split(","):
             started = time.perf_counter()
             post = fit(vae, model, method, xb, mb, args.semi_steps)

@@ -64,7 +64,7 @@ def test_demo_inpaints_and_prints_scores(
     out = capsys.readouterr().out
     assert (tmp_path / "demo.png").stat().st_size > 5000
     assert "test IW-NLL" in out and "query LL" in out
-    assert [r["method"] for r in rows] == ["gvi", "planar", "mixture"]
+    assert [r["method"] for r in rows] == ["gvi", "planar", "mixture", "ipa", "semi"]  # z50 has an encoder
     for row in rows:
         # Top half observed: the bound is finite and the hidden half is predicted far better
         # than chance (392 hidden binary pixels at chance would cost 272 nats).

@@ -311,9 +311,12 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> None:
+    from condvae.partial.pretrained import describe_bundled_encoders
     from condvae.zoo import describe_bundled
 
     print(describe_bundled())
+    print("\npartial encoders (method='ipa', encoder=NAME):")
+    print(describe_bundled_encoders())
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:

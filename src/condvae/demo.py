@@ -19,10 +19,12 @@ from condvae.errors import CondVAEError
 from condvae.evaluate import load_model_dataset
 from condvae.masks import make_mask
 from condvae.metrics import exact_query_log_likelihood
+from condvae.partial.pretrained import find_bundled
 from condvae.plotting import save_completions
 from condvae.zoo import load
 
 DEMO_METHODS = {"gvi": {"steps": 300}, "planar": {"steps": 300}, "mixture": {"steps": 300}}
+AMORTIZED = {"ipa": {}, "semi": {}}  # shown when the model has a bundled partial encoder
 
 
 def run_demo(
@@ -57,7 +59,10 @@ def run_demo(
     print(f"{'method':<9} {'C-ELBO':>9} {'query LL':>10} {'gap':>7} {'seconds':>8}")
     rows: list[dict[str, float | str]] = []
     panels = []
-    for method, options in DEMO_METHODS.items():
+    methods = dict(DEMO_METHODS)
+    if find_bundled(model) is not None:
+        methods.update(AMORTIZED)
+    for method, options in methods.items():
         started = time.perf_counter()
         post = condition(model, x, m, method=method, seed=seed, **options)
         seconds = time.perf_counter() - started
@@ -77,6 +82,6 @@ def run_demo(
     path = save_completions(x, m, completions, out)
     print(
         f"\nwrote {path}: per image, the evidence, the truth, then 4 completions each from "
-        f"{', '.join(DEMO_METHODS)} (evidence painted over them)"
+        f"{', '.join(methods)} (evidence painted over them)"
     )
     return rows

@@ -15,6 +15,7 @@ checks the options against the method's ``fit`` signature and returns its Poster
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import time
 from typing import Any, ClassVar
@@ -64,8 +65,14 @@ class Query:
         vae.likelihood.check_support(x[mask], "x")
         self.vae, self.x, self.mask, self.seed = vae, x, mask, seed
         self.keys = query_keys(x, mask, seed)
-        self.prepared = vae.prepare(x, mask)  # the model's fast path for this evidence, if any
         self.prior_only = observed == 0
+
+    @functools.cached_property
+    def prepared(self) -> Any:
+        """The model's fast path for this evidence, if any; built on first use (methods that
+        never evaluate the decoder, like ``ipa``, never pay for it)."""
+        with torch.no_grad():
+            return self.vae.prepare(self.x, self.mask)
 
     @property
     def batch(self) -> int:

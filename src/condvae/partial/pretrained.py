@@ -146,3 +146,14 @@ def find_bundled(vae: VAE, objective: str = "forward") -> str | None:
         if config["vae"].get("fingerprint") == found and config.get("card", {}).get("objective") == objective:
             return name
     return None
+
+
+def describe_bundled_encoders() -> str:
+    """One line per bundled partial encoder: its VAE, objective and recorded test scores."""
+    lines = []
+    for name in bundled_encoders():
+        config = _read_config(ENCODERS_DIR / name)
+        card = config.get("card", {})
+        metrics = ", ".join(f"{k} {v}" for k, v in card.get("metrics", {}).items())
+        lines.append(f"{name}: for {config['vae'].get('name')}, objective {card.get('objective')}; {metrics}")
+    return "\n".join(lines) if lines else "no bundled partial encoders"
