@@ -12,7 +12,9 @@ from condvae.conditioning.variational import FlowPosterior
 # Every push-forward cross-coder (the mixture is trained like them but is not one map of eps;
 # semi is gvi's map started from a partial encoder, tested in test_partial.py).
 FLOWS = sorted(
-    name for name, cls in METHODS.items() if issubclass(cls, FlowPosterior) and name not in ("mixture", "semi")
+    name
+    for name, cls in METHODS.items()
+    if issubclass(cls, FlowPosterior) and name not in ("mixture", "semi")
 )
 INVERTIBLE = ["gvi", "spline"]
 
