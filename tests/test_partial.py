@@ -161,6 +161,12 @@ def test_hierarchical_partial_encoder_runs_per_group() -> None:
     assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)
     with pytest.raises(CondVAEError, match="diagonal per group"):
         build_partial_encoder(vae, covariance="full")
+    keep = mask.flatten(1).any(1) & ~mask.flatten(1).all(1)
+    ipa = condition(vae, x[keep], mask[keep], method="ipa", encoder=enc)
+    assert ipa.sample(4).shape == (4, int(keep.sum()), 9) and torch.isfinite(ipa.c_elbo(8)).all()
+    # semi starts from the moments of the chain (not Gaussian overall) and refines them
+    semi = condition(vae, x[keep], mask[keep], method="semi", encoder=enc, steps=5)
+    assert semi.diagnostics["c_elbo_trace"].shape == (5, int(keep.sum()))
 
 
 def test_per_query_methods_run_on_grouped_latents() -> None:
