@@ -257,7 +257,7 @@ def test_train_partial_encoder_then_inpaint_with_it(
     assert code == 0, err
     assert "trained 30 steps" in stdout and (run / "encoder" / "config.json").is_file()
     code, _, err = _run(args, capsys)
-    _one_line_error(code, err, "already holds a checkpoint")
+    _one_line_error(code, err, "already holds a training checkpoint")
     code, stdout, err = _run([*args, "--resume"], capsys)
     assert code == 0, err  # a finished run resumes to its end at once
     inpaint = ["inpaint", "--model", str(model), "--image", str(png), "--mask", "freeform", "--samples", "2"]

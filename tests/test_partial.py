@@ -225,7 +225,7 @@ def test_training_resumes_to_identical_weights(synthetic_data: Path, tmp_path: P
         train_partial_encoder(cfg, progress=False)
     monkeypatch.setattr(partial_train, "sample_masks", real)
     assert not (tmp_path / "killed" / "encoder").exists()
-    with pytest.raises(CondVAEError, match="already holds a checkpoint"):
+    with pytest.raises(CondVAEError, match="already holds a training checkpoint"):
         train_partial_encoder(cfg, progress=False)
     resumed = train_partial_encoder(cfg, resume=True, progress=False)
     for (k, a), b in zip(

@@ -109,7 +109,7 @@ def _prepare(x: torch.Tensor, model: VAE) -> torch.Tensor:
     return fixed_binarize(x) if model.likelihood.name == "bernoulli" else x
 
 
-def _optimizer_tensors(optim: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+def optimizer_tensors(optim: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
     state = optim.state_dict()
     tensors = {
         f"optim.{idx}.{key}": value
@@ -120,13 +120,44 @@ def _optimizer_tensors(optim: torch.optim.Optimizer) -> tuple[dict[str, torch.Te
     return tensors, json.dumps(state["param_groups"])
 
 
-def _restore_optimizer(optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:
+def restore_optimizer(optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
             _, idx, key = name.split(".", 2)
             state.setdefault(int(idx), {})[key] = value
     optim.load_state_dict({"state": state, "param_groups": json.loads(groups)})
+
+
+def checkpoint_path(out: Path, resume: bool) -> Path:
+    """``out/checkpoint.safetensors``, refusing to overwrite a run or to resume nothing."""
+    path = out / CHECKPOINT
+    if path.exists() and not resume:
+        raise CondVAEError(
+            f"out: {str(out)!r} already holds a training checkpoint; pass resume=True (--resume) "
+            "to continue it or choose another output folder"
+        )
+    if resume and not path.exists():
+        raise CondVAEError(f"resume: no checkpoint to resume in {str(out)!r}")
+    return path
+
+
+def read_checkpoint(
+    path: Path, identity: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, str], dict]:
+    """Tensors, metadata and loop counters of a run's checkpoint written with ``identity``."""
+    tensors, meta = read_tensors(path)
+    try:
+        saved = json.loads(meta["train_config"])
+        loop = json.loads(meta["loop"])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"checkpoint: {str(path)!r} is not a condvae training checkpoint") from None
+    if saved != identity:
+        diff = sorted(k for k in saved if saved[k] != identity.get(k))
+        raise CheckpointError(
+            f"resume: checkpoint {str(path)!r} was written with different settings ({diff})"
+        )
+    return tensors, meta, loop
 
 
 def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
@@ -173,14 +204,7 @@ def train(
     """
     _validate_config(cfg)
     out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise CondVAEError(
-            f"out: {str(out)!r} already holds a training checkpoint; pass resume=True (--resume) "
-            "to continue it or choose another output folder"
-        )
-    if resume and not ckpt_path.exists():
-        raise CondVAEError(f"resume: no checkpoint to resume in {str(out)!r}")
+    ckpt_path = checkpoint_path(out, resume)
     size = tuple(cfg.image_size) if cfg.image_size else None
     if data is not None:
         train_data = _tensor_data(data[0], cfg.dataset, "train", "data[0]")
@@ -215,21 +239,9 @@ def train(
 
     step, best, bad, elapsed, stopped = 0, None, 0, 0.0, False
     if resume:
-        tensors, meta = read_tensors(ckpt_path)
-        try:
-            saved_cfg = json.loads(meta["train_config"])
-            loop = json.loads(meta["loop"])
-        except (KeyError, json.JSONDecodeError):
-            raise CheckpointError(
-                f"checkpoint: {str(ckpt_path)!r} is not a condvae training checkpoint"
-            ) from None
-        if saved_cfg != cfg.identity():
-            diff = sorted(k for k in saved_cfg if saved_cfg[k] != cfg.identity().get(k))
-            raise CheckpointError(
-                f"resume: checkpoint {str(ckpt_path)!r} was written with different settings ({diff})"
-            )
+        tensors, meta, loop = read_checkpoint(ckpt_path, cfg.identity())
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        _restore_optimizer(optim, tensors, meta["param_groups"])
+        restore_optimizer(optim, tensors, meta["param_groups"])
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], device=cfg.device)
@@ -240,7 +252,7 @@ def train(
         atomic_write_bytes(out / TRAIN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2).encode())
 
     def save_checkpoint() -> None:
-        opt_tensors, groups = _optimizer_tensors(optim)
+        opt_tensors, groups = optimizer_tensors(optim)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()

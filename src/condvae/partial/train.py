@@ -33,11 +33,10 @@ from condvae.masks import sample_masks
 from condvae.models import VAE
 from condvae.partial.encoder import COVARIANCES, PartialEncoder, build_partial_encoder
 from condvae.partial.pretrained import save_partial_encoder
-from condvae.train import _optimizer_tensors, _restore_optimizer
+from condvae.train import checkpoint_path, optimizer_tensors, read_checkpoint, restore_optimizer
 from condvae.zoo import load
 
 OBJECTIVES = {"forward": "O_for (IPA)", "reverse": "O_rev (IPA-R)"}
-CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
 LOG = "log.jsonl"
 
@@ -138,13 +137,7 @@ def train_partial_encoder(
     ``data = (train_x, valid_x)``); see the module docstring."""
     _validate(cfg)
     out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise CondVAEError(
-            f"out: {str(out)!r} already holds a checkpoint; pass resume=True (--resume) or another folder"
-        )
-    if resume and not ckpt_path.exists():
-        raise CondVAEError(f"resume: no checkpoint to resume in {str(out)!r}")
+    ckpt_path = checkpoint_path(out, resume)
     vae = (vae if vae is not None else load(cfg.vae)).to(cfg.device)
     train_x, valid_x = _data(cfg, vae, data)
     bernoulli = vae.likelihood.name == "bernoulli"
@@ -159,29 +152,18 @@ def train_partial_encoder(
     optim = torch.optim.Adam(encoder.parameters(), lr=cfg.lr)
     step, best, elapsed = 0, None, 0.0
     if resume:
-        tensors, meta = read_tensors(ckpt_path)
-        try:
-            saved, loop = json.loads(meta["train_config"]), json.loads(meta["loop"])
-        except (KeyError, json.JSONDecodeError):
-            raise CheckpointError(
-                f"checkpoint: {str(ckpt_path)!r} is not a partial-encoder checkpoint"
-            ) from None
-        if saved != cfg.identity():
-            diff = sorted(k for k in saved if saved[k] != cfg.identity().get(k))
-            raise CheckpointError(
-                f"resume: checkpoint {str(ckpt_path)!r} was written with different settings ({diff})"
-            )
+        tensors, meta, loop = read_checkpoint(ckpt_path, cfg.identity())
         if loop.get("vae_fingerprint") != encoder.vae_fingerprint:
             raise CheckpointError(f"resume: checkpoint {str(ckpt_path)!r} was trained for another VAE")
         encoder.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")})
-        _restore_optimizer(optim, tensors, meta["param_groups"])
+        restore_optimizer(optim, tensors, meta["param_groups"])
         step, best, elapsed = loop["step"], loop["best"], loop["elapsed"]
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
 
     def save_checkpoint() -> None:
-        opt_tensors, groups = _optimizer_tensors(optim)
+        opt_tensors, groups = optimizer_tensors(optim)
         tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
         tensors.update(opt_tensors)
         loop = {
