@@ -159,9 +159,8 @@ class FlatPartialEncoder(PartialEncoder):
             encoder = copy.deepcopy(vae.encoder)
             encoder[0] = _widen_first(encoder[0])
             self.hidden: list[int] | None = None
-            flatten = (
-                [nn.Flatten()] if isinstance(vae, MLPVAE) else []
-            )  # the MLP encoder flattens in encode()
+            # MLPVAE.encode flattens before its encoder; the conv encoder flattens inside
+            flatten = [nn.Flatten()] if isinstance(vae, MLPVAE) else []
             self.body, self.head = nn.Sequential(*flatten, *encoder[:-1]), encoder[-1]
             width = self.head.in_features  # type: ignore[union-attr]
         else:  # no encoder to copy: a fresh MLP on the flattened [x * m, m]
