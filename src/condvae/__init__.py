@@ -3,7 +3,9 @@
 from condvae.checkpoint import from_pretrained, save_pretrained
 from condvae.conditioning import METHODS, Posterior, condition
 from condvae.errors import CheckpointError, CondVAEError, DataError
-from condvae.models import MLPVAE, VAE, ConvVAE, LinearGaussianVAE, build_model, wrap
+from condvae.masks import make_mask, sample_masks
+from condvae.models import MLPVAE, VAE, ConvVAE, HierarchicalVAE, LinearGaussianVAE, build_model, wrap
+from condvae.partial import PartialTrainConfig, load_partial_encoder, train_partial_encoder
 
 __version__ = "0.1.0"
 
@@ -23,13 +25,19 @@ __all__ = [
     "CondVAEError",
     "ConvVAE",
     "DataError",
+    "HierarchicalVAE",
     "LinearGaussianVAE",
+    "PartialTrainConfig",
     "Posterior",
     "__version__",
     "build_model",
     "condition",
     "from_pretrained",
     "load",
+    "load_partial_encoder",
+    "make_mask",
+    "sample_masks",
     "save_pretrained",
+    "train_partial_encoder",
     "wrap",
 ]
