@@ -53,7 +53,11 @@ def fingerprint(vae: VAE) -> str:
 
 
 def _hash(vae: VAE, state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256(repr(sorted(vae.config().items())).encode())
+    try:
+        described = repr(sorted(vae.config().items()))
+    except CondVAEError:  # a wrapped user model has no config: its class and weights identify it
+        described = f"{type(vae).__qualname__} {vae.architecture} {vae.data_shape} {vae.latent_dim}"
+    digest = hashlib.sha256(described.encode())
     for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -198,9 +202,18 @@ class FlatPartialEncoder(PartialEncoder):
 
     def forward_kl(self, vae: VAE, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         q, r = vae.encode(x), self(x, mask)
+        if not (_is_gaussian(q) and _is_gaussian(r)):
+            # no closed form: -E_q log r, equal to the KL up to the entropy of q (constant in psi)
+            return -r.log_prob(q.sample())
         if isinstance(q, MultivariateNormal) or isinstance(r, MultivariateNormal):
             q, r = _as_mvn(q), _as_mvn(r)
         return torch.distributions.kl_divergence(q, r)
+
+
+def _is_gaussian(dist: Distribution) -> bool:
+    return isinstance(dist, MultivariateNormal) or (
+        isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)
+    )
 
 
 def _as_mvn(dist: Distribution) -> MultivariateNormal:

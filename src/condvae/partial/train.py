@@ -126,6 +126,15 @@ def _data(
     return train_x.float(), valid_x.float()
 
 
+def _has_encoder(vae: VAE, x: torch.Tensor) -> bool:
+    try:
+        with torch.no_grad():
+            vae.encode(x.to(vae.device))
+    except CondVAEError:
+        return False
+    return True
+
+
 def train_partial_encoder(
     cfg: PartialTrainConfig,
     resume: bool = False,
@@ -147,6 +156,12 @@ def train_partial_encoder(
         cfg.masks, len(valid_x), vae.data_shape, torch.Generator().manual_seed(10**6 + cfg.seed)
     )
 
+    has_encoder = _has_encoder(vae, valid_x[:2])
+    if cfg.objective == "forward" and not has_encoder:
+        raise CondVAEError(
+            "objective: 'forward' (O_for) draws z from the VAE's encoder q(z | x) and this VAE has "
+            "none; use objective='reverse' (IPA-R), which needs only the decoder"
+        )
     torch.manual_seed(cfg.seed)
     encoder = build_partial_encoder(vae, cfg.covariance, cfg.hidden).to(cfg.device)
     optim = torch.optim.Adam(encoder.parameters(), lr=cfg.lr)
@@ -179,11 +194,12 @@ def train_partial_encoder(
     def validate() -> dict[str, float]:
         encoder.eval()
         torch.manual_seed(cfg.seed + 7)
-        scores = {"forward_kl": 0.0, "c_elbo": 0.0}
+        scores = {"forward_kl": 0.0, "c_elbo": 0.0} if has_encoder else {"c_elbo": 0.0}
         for start in range(0, len(valid_x), 500):
             x = valid_x[start : start + 500].to(cfg.device)
             m = valid_mask[start : start + 500].to(cfg.device)
-            scores["forward_kl"] += float(encoder.forward_kl(vae, x, m).sum())
+            if has_encoder:
+                scores["forward_kl"] += float(encoder.forward_kl(vae, x, m).sum())
             scores["c_elbo"] -= float(encoder.reverse_loss(vae, x, m, samples=4).sum())
         encoder.train()
         return {k: v / len(valid_x) for k, v in scores.items()}
