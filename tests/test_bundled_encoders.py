@@ -63,7 +63,7 @@ def test_bundled_encoder_reproduces_its_card(real_data: Path, name: str) -> None
     assert torch.isfinite(post.c_elbo(50)).all()
 
 
-def test_inpaint_command_uses_the_bundled_encoder(real_data: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_inpaint_command_uses_the_bundled_encoder(real_data: Path, tmp_path: Path, capsys) -> None:
     from condvae.cli import main
 
     args = ["inpaint", "--model", "mnist-mlp-z2", "--image", "mnist:test:3", "--mask", "freeform"]
