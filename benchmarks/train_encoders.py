@@ -33,6 +33,7 @@ ENCODERS: dict[str, str] = {
     "fashion-conv-z32-ipa": f"--model fashion-conv-z32 --objective forward --steps 8000 {COMMON}",
     "fashion-conv-z32-ipar": f"--model fashion-conv-z32 --objective reverse --steps 8000 {COMMON}",
     "mnist-hier-z28-ipa": f"--model mnist-hier-z28 --objective forward --steps 12000 {COMMON}",
+    "mnist-hier-z28-ipar": f"--model mnist-hier-z28 --objective reverse --steps 12000 {COMMON}",
     "fashion-hier-z28-ipa": f"--model fashion-hier-z28 --objective forward --steps 8000 {COMMON}",
 }
 

@@ -113,6 +113,11 @@ def load_state(model: VAE, tensors: dict[str, torch.Tensor], path: Path) -> None
     model.load_state_dict(tensors)
 
 
+def _cell(value: object) -> str:
+    """A markdown table cell: pipes inside (as in KL(q || r)) would split it."""
+    return str(value).replace("|", "\\|")
+
+
 def render_card(config: dict[str, Any]) -> str:
     """A short model card from the ``card`` entry of the config (how trained, test scores)."""
     card = config.get("card", {})
@@ -131,7 +136,7 @@ def render_card(config: dict[str, Any]) -> str:
         lines += ["Command:", "", "```bash", card["command"], "```", ""]
     if card.get("metrics"):
         lines += ["## Test scores", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in card["metrics"].items()]
+        lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in card["metrics"].items()]
         lines.append("")
     if card.get("evaluation_command"):
         lines += ["Evaluation command:", "", "```bash", card["evaluation_command"], "```", ""]
