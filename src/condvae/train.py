@@ -160,10 +160,21 @@ def read_checkpoint(
     return tensors, meta, loop
 
 
-def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
-    """Cosine decay from lr to lr_min over the run (a pure function of the step)."""
+def learning_rate(cfg: Any, step: int, total: int) -> float:
+    """Cosine decay from ``cfg.lr`` to ``cfg.lr_min`` over the run (a pure function of the step)."""
     progress = min(step / max(total, 1), 1.0)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def adam_step(optim: torch.optim.Optimizer, loss: torch.Tensor, lr: float, step: int) -> None:
+    """One update at learning rate ``lr``; a non-finite loss stops the run with a clear error."""
+    if not torch.isfinite(loss):
+        raise CondVAEError(f"lr: training diverged (loss {float(loss)}) at step {step}; lower lr")
+    for group in optim.param_groups:
+        group["lr"] = lr
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
 
 
 @torch.no_grad()
@@ -286,14 +297,8 @@ def train(
         if model.likelihood.name == "bernoulli":
             x = torch.bernoulli(x)
         beta = min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
-        for group in optim.param_groups:
-            group["lr"] = learning_rate(cfg, step, total)
         loss = -model.elbo(x, beta=beta).mean()
-        if not torch.isfinite(loss):
-            raise CondVAEError(f"lr: training diverged (loss {float(loss)}) at step {step}; lower lr")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        adam_step(optim, loss, learning_rate(cfg, step, total), step)
         step += 1
         bar.update(1)
         validated = False

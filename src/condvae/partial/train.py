@@ -33,7 +33,14 @@ from condvae.masks import sample_masks
 from condvae.models import VAE
 from condvae.partial.encoder import COVARIANCES, PartialEncoder, build_partial_encoder
 from condvae.partial.pretrained import save_partial_encoder
-from condvae.train import checkpoint_path, optimizer_tensors, read_checkpoint, restore_optimizer
+from condvae.train import (
+    adam_step,
+    checkpoint_path,
+    learning_rate,
+    optimizer_tensors,
+    read_checkpoint,
+    restore_optimizer,
+)
 from condvae.zoo import load
 
 OBJECTIVES = {"forward": "O_for (IPA)", "reverse": "O_rev (IPA-R)"}
@@ -90,11 +97,6 @@ def _validate(cfg: PartialTrainConfig) -> None:
             raise CondVAEError(f"{name}: expected a positive integer, got {value!r}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise CondVAEError(f"lr: expected a positive learning rate, got {cfg.lr}")
-
-
-def _learning_rate(cfg: PartialTrainConfig, step: int) -> float:
-    progress = min(step / cfg.steps, 1.0)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
 
 
 def _loss(
@@ -225,14 +227,8 @@ def train_partial_encoder(
             mask = sample_masks(cfg.masks, len(x), vae.data_shape, gen)
             x, mask = x.to(cfg.device), mask.to(cfg.device)
             torch.manual_seed(cfg.seed * 1_000_003 + 7919 * step + 2)  # z ~ q or z ~ r this step
-            for group in optim.param_groups:
-                group["lr"] = _learning_rate(cfg, step)
             loss = _loss(cfg, encoder, vae, x, mask).mean()
-            if not torch.isfinite(loss):
-                raise CondVAEError(f"lr: training diverged (loss {float(loss)}) at step {step}; lower lr")
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
+            adam_step(optim, loss, learning_rate(cfg, step, cfg.steps), step)
             step += 1
             bar.update(1)
             validated = step % cfg.valid_every == 0 or step == cfg.steps
@@ -248,7 +244,7 @@ def train_partial_encoder(
                 record = {
                     "step": step,
                     "train_loss": float(loss.detach()),
-                    "lr": _learning_rate(cfg, step - 1),
+                    "lr": learning_rate(cfg, step - 1, cfg.steps),
                     **scores,
                 }
                 with open(out / LOG, "a") as log:
