@@ -9,8 +9,11 @@ from condvae.pyramid.laplacian import (
     reconstruct,
     upsample,
 )
+from condvae.pyramid.model import PyramidVAE, ResidualLevel
 
 __all__ = [
+    "PyramidVAE",
+    "ResidualLevel",
     "blur",
     "coarse_levels",
     "downsample",
