@@ -160,6 +160,26 @@ def read_checkpoint(
     return tensors, meta, loop
 
 
+def write_checkpoint(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    optim: torch.optim.Optimizer,
+    identity: dict[str, Any],
+    loop: dict[str, Any],
+) -> None:
+    """A run's checkpoint, atomically: ``tensors`` plus the Adam state, with the run's settings
+    (``identity``) and counters (``loop``) in the header, as :func:`read_checkpoint` reads it."""
+    opt_tensors, groups = optimizer_tensors(optim)
+    meta = {"train_config": json.dumps(identity), "loop": json.dumps(loop), "param_groups": groups}
+    atomic_save_tensors(path, {**tensors, **opt_tensors}, meta)
+
+
+def run_identity(cfg: Any) -> dict[str, Any]:
+    """A run config's fields minus where it writes and how often: what a resume must share."""
+    skip = {"out", "data_dir", "checkpoint_every", "device"}
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+
+
 def learning_rate(cfg: Any, step: int, total: int) -> float:
     """Cosine decay from ``cfg.lr`` to ``cfg.lr_min`` over the run (a pure function of the step)."""
     progress = min(step / max(total, 1), 1.0)
@@ -263,9 +283,7 @@ def train(
         atomic_write_bytes(out / TRAIN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2).encode())
 
     def save_checkpoint() -> None:
-        opt_tensors, groups = optimizer_tensors(optim)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.device(cfg.device).type == "cuda":  # dynamic binarisation draws on the GPU
             tensors["rng.cuda"] = torch.cuda.get_rng_state(cfg.device)
@@ -276,12 +294,7 @@ def train(
             "stopped": stopped,
             "elapsed": elapsed + time.perf_counter() - started,
         }
-        meta = {
-            "train_config": json.dumps(cfg.identity()),
-            "loop": json.dumps(loop),
-            "param_groups": groups,
-        }
-        atomic_save_tensors(ckpt_path, tensors, meta)
+        write_checkpoint(ckpt_path, tensors, optim, cfg.identity(), loop)
 
     started = time.perf_counter()
     model.train()

@@ -37,9 +37,10 @@ from condvae.train import (
     adam_step,
     checkpoint_path,
     learning_rate,
-    optimizer_tensors,
     read_checkpoint,
     restore_optimizer,
+    run_identity,
+    write_checkpoint,
 )
 from condvae.zoo import load
 
@@ -73,8 +74,7 @@ class PartialTrainConfig:
     device: str = "cpu"
 
     def identity(self) -> dict[str, Any]:
-        skip = {"out", "data_dir", "checkpoint_every", "device"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        return run_identity(self)
 
 
 @dataclass
@@ -180,17 +180,14 @@ def train_partial_encoder(
         atomic_write_bytes(out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
 
     def save_checkpoint() -> None:
-        opt_tensors, groups = optimizer_tensors(optim)
         tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-        tensors.update(opt_tensors)
         loop = {
             "step": step,
             "best": best,
             "elapsed": elapsed + time.perf_counter() - started,
             "vae_fingerprint": encoder.vae_fingerprint,
         }
-        meta = {"train_config": json.dumps(cfg.identity()), "loop": json.dumps(loop), "param_groups": groups}
-        atomic_save_tensors(ckpt_path, tensors, meta)
+        write_checkpoint(ckpt_path, tensors, optim, cfg.identity(), loop)
 
     @torch.no_grad()
     def validate() -> dict[str, float]:

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from condvae.checkpoint import atomic_save_tensors, atomic_write_bytes, save_pretrained
+from condvae.checkpoint import atomic_write_bytes, save_pretrained
 from condvae.data import load_dataset
 from condvae.errors import CondVAEError
 from condvae.pyramid.model import PyramidVAE
@@ -33,9 +33,10 @@ from condvae.train import (
     adam_step,
     checkpoint_path,
     learning_rate,
-    optimizer_tensors,
     read_checkpoint,
     restore_optimizer,
+    run_identity,
+    write_checkpoint,
 )
 
 
@@ -58,8 +59,7 @@ class PyramidTrainConfig:
     device: str = "cpu"
 
     def identity(self) -> dict[str, Any]:
-        skip = {"out", "data_dir", "checkpoint_every", "device"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        return run_identity(self)
 
 
 def augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -111,11 +111,9 @@ def train_pyramid(
         atomic_write_bytes(out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
 
     def save_checkpoint() -> None:
-        opt_tensors, groups = optimizer_tensors(optim)
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         loop = {"step": step, "elapsed": elapsed + time.perf_counter() - started}
-        meta = {"train_config": json.dumps(cfg.identity()), "loop": json.dumps(loop), "param_groups": groups}
-        atomic_save_tensors(ckpt, tensors, meta)
+        write_checkpoint(ckpt, tensors, optim, cfg.identity(), loop)
 
     started = time.perf_counter()
     model.train()
