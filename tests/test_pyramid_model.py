@@ -10,13 +10,14 @@ from condvae.pyramid import laplacian_pyramid
 from condvae.pyramid.model import PyramidVAE
 
 
-def _model() -> PyramidVAE:
+def _model(latent: str = "vector") -> PyramidVAE:
     torch.manual_seed(0)
-    return PyramidVAE((3, 32, 32), levels=2, latent_dims=[4, 6], channels=[8, 16], hidden=32)
+    return PyramidVAE((3, 32, 32), levels=2, latent_dims=[4, 6], channels=[8, 16], hidden=32, latent=latent)
 
 
-def test_each_level_objective_trains_only_its_own_level() -> None:
-    model = _model()
+@pytest.mark.parametrize("latent", ["vector", "map"])
+def test_each_level_objective_trains_only_its_own_level(latent: str) -> None:
+    model = _model(latent)
     x = torch.rand(5, 3, 32, 32)
     owners = [model.coarse, model.finer[0], model.finer[1]]
     for level, owner in enumerate(owners):
@@ -36,8 +37,9 @@ def test_finer_levels_condition_on_the_coarser_image_through_their_prior() -> No
     assert not torch.allclose(level.prior(c1).loc, level.prior(c2).loc)  # N(R_k(c), S_k(c))
 
 
-def test_partial_sampling_keeps_the_fixed_levels_exactly() -> None:
-    model = _model()
+@pytest.mark.parametrize("latent", ["vector", "map"])
+def test_partial_sampling_keeps_the_fixed_levels_exactly(latent: str) -> None:
+    model = _model(latent)
     x = torch.rand(2, 3, 32, 32)
     truth = laplacian_pyramid(x, 2)
     for keep in (1, 2, 3):
@@ -126,3 +128,52 @@ def test_killed_pyramid_training_resumes_to_the_same_weights(tmp_path, monkeypat
     resumed = train_pyramid(cfg, resume=True, progress=False, data=x)
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("condition", ["truth", "reconstruction"])
+def test_what_a_finer_level_conditions_on_in_training(condition: str) -> None:
+    from condvae.pyramid import gaussian_pyramid
+
+    torch.manual_seed(0)
+    model = PyramidVAE(
+        (3, 32, 32), levels=2, latent_dims=[4, 6], channels=[8, 16], hidden=32, condition=condition
+    )
+    x = torch.rand(3, 3, 32, 32)
+    gauss = gaussian_pyramid(x, 2)
+    for level in (1, 2):
+        coarser = model._coarser_image(gauss, level)
+        if condition == "truth":
+            assert torch.equal(coarser, gauss[3 - level])
+        else:  # the levels above, reconstructed: the coarse VAE, then refined by level 1
+            expected = model.coarse.reconstruct(gauss[2])
+            if level == 2:
+                expected = model._refine(1, gauss[1], expected)
+            torch.testing.assert_close(coarser, expected)
+            assert not torch.allclose(coarser, gauss[3 - level])
+    with pytest.raises(CondVAEError, match="latent: expected one of vector, map"):
+        PyramidVAE((1, 32, 32), levels=2, latent_dims=[4, 4], latent="grid")
+    with pytest.raises(CondVAEError, match="condition: expected one of reconstruction, truth"):
+        PyramidVAE((1, 32, 32), levels=2, latent_dims=[4, 4], condition="labels")
+
+
+def test_edit_fixes_the_painting_at_any_level_size() -> None:
+    from condvae.pyramid import gaussian_pyramid
+
+    model = _model()
+    for size in (8, 16):
+        painting = torch.rand(2, 3, size, size)
+        torch.manual_seed(3)
+        edited = model.edit(painting, n=4)
+        assert edited.shape == (4, 2, 3, 32, 32) and torch.isfinite(edited).all()
+        torch.manual_seed(3)
+        assert torch.equal(model.edit(painting, n=4), edited)  # seeded
+        assert not torch.equal(edited[0], edited[1])  # the finer levels are sampled
+    top = gaussian_pyramid(torch.rand(1, 3, 32, 32), 2)
+    full = model.edit(top[0], n=2)  # a full-size painting: nothing left to sample
+    torch.testing.assert_close(full, top[0].expand(2, 1, 3, 32, 32), atol=1e-6, rtol=0)
+    with pytest.raises(CondVAEError, match=r"painting: expected \[B, 3, h, w\] .*\(8x8, 16x16, 32x32\)"):
+        model.edit(torch.rand(1, 3, 12, 12))
+    with pytest.raises(CondVAEError, match="painting: expected finite pixel values in"):
+        model.edit(torch.full((1, 3, 8, 8), 1.5))
+    with pytest.raises(CondVAEError, match="painting: expected finite pixel values in"):
+        model.edit(torch.full((1, 3, 8, 8), float("nan")))

@@ -1,4 +1,4 @@
-"""Command line: ``condvae train | evaluate | inpaint | demo | models | download``.
+"""Command line: ``condvae train | evaluate | inpaint | demo | pyramid | models | download``.
 
 Each subcommand mirrors a Python function. Mistakes in the arguments or the input are reported
 as one line, ``condvae: error: <argument>: <what was expected>``, with exit status 2.
@@ -306,17 +306,131 @@ def _run_train_partial(args: argparse.Namespace) -> None:
     )
 
 
+def _add_pyramid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pyramid", help="Laplacian pyramid VAEs: train, sample, edit a painted coarse image")
+    actions = p.add_subparsers(dest="action", required=True)
+    t = actions.add_parser("train", help="train a pyramid greedily, coarse to fine (resumable)")
+    t.add_argument("--dataset", required=True, help="olivetti | fashion_mnist | mnist | frey | folder:PATH")
+    t.add_argument("--out", required=True, help="output folder (checkpoints, log, model/)")
+    t.add_argument("--levels", type=int, default=2, help="finer levels below the coarse image")
+    t.add_argument("--latent-dims", type=_int_list, default=None, help="one per finer level, coarse to fine")
+    t.add_argument(
+        "--coarse", default=None, help='the coarse VAE\'s config as JSON, e.g. \'{"architecture": "conv"}\''
+    )
+    t.add_argument("--channels", type=_int_list, default=None, help="conv widths of the finer levels")
+    t.add_argument("--hidden", type=int, default=None, help="width of the finer levels' linear layers")
+    t.add_argument("--kl-weights", default=None, help="lambda per level, coarse first, e.g. 1,1,1")
+    t.add_argument("--condition", default="reconstruction", choices=["reconstruction", "truth"])
+    t.add_argument("--epochs", type=int, default=50, help="epochs per level")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--augment", action="store_true", help="random flips and shifts (small sets)")
+    t.add_argument("--image-size", type=_size, default=None, help="HxW for folder datasets")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--limit-train", type=int, default=None)
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--no-progress", action="store_true")
+    for name, text in (
+        ("sample", "samples, or partial samples keeping an image's coarse levels"),
+        ("edit", "fine detail for a painted coarse image (PNG)"),
+    ):
+        a = actions.add_parser(name, help=text)
+        a.add_argument("--model", required=True, help="bundled pyramid name or pretrained directory")
+        if name == "sample":
+            a.add_argument("--image", default=None, help="PNG of the model's size, or dataset:split:index")
+            a.add_argument("--keep", type=_int_list, default=[1], help="coarse entries to fix, e.g. 1,2")
+        else:
+            a.add_argument("--painting", required=True, help="PNG of the coarse size (or a finer level's)")
+        a.add_argument("--n", type=int, default=8, help="samples per row")
+        a.add_argument("--draws", action="store_true", help="sample pixels too, not decoder means")
+        a.add_argument("--out", default=f"pyramid-{name}.png")
+        a.add_argument("--seed", type=int, default=0)
+        a.add_argument("--data-dir", default=None)
+        a.add_argument("--device", default="cpu")
+
+
+def _run_pyramid(args: argparse.Namespace) -> None:
+    if args.action == "train":
+        _run_pyramid_train(args)
+        return
+    from condvae.pyramid.edit import edit_figure, sample_figure
+    from condvae.pyramid.pretrained import load_pyramid
+
+    if args.n < 1:
+        raise CondVAEError(f"n: expected a positive number of samples, got {args.n}")
+    model = load_pyramid(args.model, device=args.device)
+    if args.action == "sample":
+        if args.image is None and args.keep != [1]:
+            raise CondVAEError("keep: fixing levels needs an --image to take them from")
+        path = sample_figure(
+            model, args.out, args.n, args.image, args.keep, args.seed, not args.draws, args.data_dir
+        )
+    else:
+        path = edit_figure(model, args.painting, args.out, args.n, args.seed, not args.draws)
+    print(f"wrote {path}")
+
+
+def _run_pyramid_train(args: argparse.Namespace) -> None:
+    from condvae.pyramid.train import PyramidTrainConfig, train_pyramid
+
+    model: dict[str, object] = {"levels": args.levels, "condition": args.condition}
+    if args.coarse:
+        try:
+            model["coarse"] = json.loads(args.coarse)
+        except json.JSONDecodeError as exc:
+            raise CondVAEError(f"coarse: expected a JSON object, got {args.coarse!r} ({exc})") from None
+        if not isinstance(model["coarse"], dict):
+            raise CondVAEError(f"coarse: expected a JSON object, got {args.coarse!r}")
+    for key, value in (
+        ("latent_dims", args.latent_dims),
+        ("channels", args.channels),
+        ("hidden", args.hidden),
+    ):
+        if value is not None:
+            model[key] = value
+    if args.kl_weights:
+        try:
+            model["kl_weights"] = [float(v) for v in args.kl_weights.split(",")]
+        except ValueError:
+            raise CondVAEError(
+                f"kl-weights: expected comma-separated numbers, got {args.kl_weights!r}"
+            ) from None
+    cfg = PyramidTrainConfig(
+        dataset=args.dataset,
+        out=args.out,
+        model=model,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        augment=args.augment,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        limit_train=args.limit_train,
+        device=args.device,
+    )
+    result = train_pyramid(cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"trained in {result.card['training']['training_seconds']} s; model saved to {args.out}/model")
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("models", help="list the bundled pretrained models and their test scores")
 
 
 def _run_models(args: argparse.Namespace) -> None:
     from condvae.partial.pretrained import describe_bundled_encoders
+    from condvae.pyramid.pretrained import describe_bundled_pyramids
     from condvae.zoo import describe_bundled
 
     print(describe_bundled())
     print("\npartial encoders (method='ipa', encoder=NAME):")
     print(describe_bundled_encoders())
+    print("\nLaplacian pyramids (condvae pyramid sample|edit --model NAME):")
+    print(describe_bundled_pyramids())
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
@@ -337,6 +451,7 @@ COMMANDS = {
     "demo": (_add_demo, _run_demo),
     "inpaint": (_add_inpaint, _run_inpaint),
     "train-partial-encoder": (_add_train_partial, _run_train_partial),
+    "pyramid": (_add_pyramid, _run_pyramid),
     "models": (_add_models, _run_models),
     "download": (_add_download, _run_download),
 }

@@ -50,7 +50,7 @@ def load_query_image(model: VAE, spec: str, data_dir: str | None = None) -> torc
                 f"image: {spec!r} is {size[0]}x{size[1]}, the model expects {expected[0]}x{expected[1]}"
             )
         x = torch.from_numpy(load_image(spec, size, model.data_shape[0])).float()[None] / 255
-    if model.likelihood.name == "bernoulli":
+    if getattr(getattr(model, "likelihood", None), "name", None) == "bernoulli":
         x = fixed_binarize(x)
     return x
 

@@ -8,10 +8,18 @@ of the coarser level:
     p(h, z | c) = N(z; R_k(c), S_k(c)) p(h | z, c),     q(z | h, c)
     ELBO_k      = E_q log p(h | z, c) - lambda_k KL(q(z | h, c) || N(R_k(c), S_k(c)))
 
-Levels are trained greedily, coarse to fine, each on the true coarser image (its own
-lambda_k). At use, each level conditions on the reconstruction (or sample) of the levels above,
-so fixing the coarse levels and sampling the finer ones (partial sampling), or painting a coarse
-image and sampling detail for it (editing), are the same loop started at different levels.
+Levels are trained greedily, coarse to fine, each with its own lambda_k. What a finer level
+conditions on in training is the ``condition`` setting:
+
+- ``"truth"`` (paper 002): c = up(G_{k+1}), the true coarser image, and h = L_k;
+- ``"reconstruction"`` (default): c = up(G^_{k+1}), the image the trained levels above
+  reconstruct (posterior means, decoder means), and h = G_k - c. The level then also learns to
+  correct the coarser levels' errors instead of adding its band to them, and sees in training
+  the kind of coarse image (a decoder mean) it is given when sampling. On the truth, h = L_k.
+
+At use, each level conditions on the reconstruction (or sample) of the levels above, so fixing
+the coarse levels and sampling the finer ones (partial sampling), or painting a coarse image and
+sampling detail for it (editing), are the same loop started at different levels.
 """
 
 from __future__ import annotations
@@ -26,23 +34,46 @@ from torch.distributions import Normal, kl_divergence
 from condvae.errors import CondVAEError
 from condvae.models import VAE, build_model
 from condvae.models.likelihoods import GaussianLikelihood
-from condvae.pyramid.laplacian import laplacian_pyramid, reconstruct, upsample
+from condvae.pyramid.laplacian import gaussian_pyramid, laplacian_pyramid, reconstruct, upsample
+
+CONDITIONS = ("reconstruction", "truth")
 
 
-def _conv_net(c_in: int, channels: list[int], size: tuple[int, int], out: int, hidden: int) -> nn.Sequential:
-    """Stride-2 4x4 convolutions, then a linear layer to ``out`` features."""
+def _down(c_in: int, channels: list[int]) -> list[nn.Module]:
+    """Stride-2 4x4 convolutions: a map of channels[-1] at 1 / 2^len(channels) of the size."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip([c_in, *channels[:-1]], channels, strict=True):
         layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), nn.ELU()]
-    flat = channels[-1] * (size[0] >> len(channels)) * (size[1] >> len(channels))
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, hidden), nn.ELU(), nn.Linear(hidden, out))
+    return layers
+
+
+def _up(channels: list[int]) -> list[nn.Module]:
+    """Transposed stride-2 convolutions back to full size, channels[0] wide."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(channels[::-1], [*channels[::-1][1:], channels[0]], strict=True):
+        layers += [nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1), nn.ELU()]
+    return layers
+
+
+LATENTS = ("vector", "map")
 
 
 class ResidualLevel(nn.Module):
-    """One finer level: q(z | h, c), the prior N(R(c), S(c)) and p(h | z, c), h and c [B, C, H, W]."""
+    """One finer level: q(z | h, c), the prior N(R(c), S(c)) and p(h | z, c), h and c [B, C, H, W].
+
+    ``latent="vector"``: z has ``latent_dim`` entries, reached through a linear layer of
+    ``hidden`` units; ``latent="map"``: z is a [latent_dim, H / 2^s, W / 2^s] map at the bottom
+    of the s = len(channels) stride-2 convolutions, so each latent explains a patch (fine detail
+    is local) and the level needs no large linear layers.
+    """
 
     def __init__(
-        self, shape: tuple[int, int, int], latent_dim: int, channels: list[int], hidden: int
+        self,
+        shape: tuple[int, int, int],
+        latent_dim: int,
+        channels: list[int],
+        hidden: int,
+        latent: str = "vector",
     ) -> None:
         super().__init__()
         c, height, width = shape
@@ -51,20 +82,28 @@ class ResidualLevel(nn.Module):
             raise CondVAEError(
                 f"channels: {len(channels)} stride-2 layers do not fit a {height}x{width} level"
             )
-        self.shape, self.latent_dim = shape, latent_dim
-        self.encoder = _conv_net(2 * c, channels, (height, width), 2 * latent_dim, hidden)
-        self.prior_net = _conv_net(c, channels, (height, width), 2 * latent_dim, hidden)
-        self.bottom = (channels[-1], height // factor, width // factor)
-        dec: list[nn.Module] = [
-            nn.Linear(latent_dim, hidden),
-            nn.ELU(),
-            nn.Linear(hidden, math.prod(self.bottom)),
-            nn.ELU(),
-        ]
-        dec.append(nn.Unflatten(1, self.bottom))
-        for n_in, n_out in zip(channels[::-1], [*channels[::-1][1:], channels[0]], strict=True):
-            dec += [nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1), nn.ELU()]
-        self.trunk = nn.Sequential(*dec)  # z -> a full-size feature map
+        if latent not in LATENTS:
+            raise CondVAEError(f"latent: expected one of {', '.join(LATENTS)}, got {latent!r}")
+        self.shape, self.latent_dim, self.latent = shape, latent_dim, latent
+        bottom = (channels[-1], height // factor, width // factor)
+        if latent == "map":
+
+            def head(c_in: int) -> nn.Sequential:
+                return nn.Sequential(
+                    *_down(c_in, channels), nn.Conv2d(channels[-1], 2 * latent_dim, 3, padding=1)
+                )
+
+            into: list[nn.Module] = [nn.Conv2d(latent_dim, channels[-1], 3, padding=1), nn.ELU()]
+        else:
+
+            def head(c_in: int) -> nn.Sequential:
+                flat = [nn.Flatten(), nn.Linear(math.prod(bottom), hidden), nn.ELU()]
+                return nn.Sequential(*_down(c_in, channels), *flat, nn.Linear(hidden, 2 * latent_dim))
+
+            into = [nn.Linear(latent_dim, hidden), nn.ELU(), nn.Linear(hidden, math.prod(bottom)), nn.ELU()]
+            into.append(nn.Unflatten(1, bottom))
+        self.encoder, self.prior_net = head(2 * c), head(c)
+        self.trunk = nn.Sequential(*into, *_up(channels))  # z -> a full-size feature map
         self.head = nn.Sequential(  # [features, c] -> the residual's mean
             nn.Conv2d(channels[0] + c, channels[0], 3, padding=1),
             nn.ELU(),
@@ -74,7 +113,7 @@ class ResidualLevel(nn.Module):
 
     @staticmethod
     def _gaussian(raw: torch.Tensor) -> Normal:
-        loc, pre = raw.chunk(2, dim=-1)
+        loc, pre = raw.chunk(2, dim=1)  # [B, 2d] or [B, 2d, h, w]
         return Normal(loc, nn.functional.softplus(pre) + 1e-4, validate_args=False)
 
     def encode(self, h: torch.Tensor, c: torch.Tensor) -> Normal:
@@ -90,7 +129,7 @@ class ResidualLevel(nn.Module):
     def elbo(self, h: torch.Tensor, c: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
         q = self.encode(h, c)
         rec = self.decode(q.rsample(), c).log_prob(h).flatten(1).sum(1)
-        return rec - kl_weight * kl_divergence(q, self.prior(c)).sum(1)
+        return rec - kl_weight * kl_divergence(q, self.prior(c)).flatten(1).sum(1)
 
 
 class PyramidVAE(nn.Module):
@@ -107,6 +146,8 @@ class PyramidVAE(nn.Module):
         channels: list[int] | tuple[int, ...] = (32, 64),
         hidden: int = 256,
         kl_weights: list[float] | tuple[float, ...] | None = None,
+        condition: str = "reconstruction",
+        latent: str = "vector",
     ) -> None:
         super().__init__()
         c, height, width = (int(s) for s in data_shape)
@@ -127,6 +168,9 @@ class PyramidVAE(nn.Module):
             raise CondVAEError(
                 f"kl_weights: expected {levels + 1} weights (coarse first), got {self.kl_weights}"
             )
+        if condition not in CONDITIONS:
+            raise CondVAEError(f"condition: expected one of {', '.join(CONDITIONS)}, got {condition!r}")
+        self.condition, self.latent = condition, latent
         coarse_shape = [c, height >> levels, width >> levels]
         self.coarse_config = {
             "architecture": "mlp",
@@ -138,7 +182,7 @@ class PyramidVAE(nn.Module):
         self.coarse = build_model({**self.coarse_config, "data_shape": coarse_shape})
         sizes = [(c, height >> k, width >> k) for k in range(levels - 1, -1, -1)]  # coarse to fine
         self.finer = nn.ModuleList(
-            ResidualLevel(size, d, self._level_channels(size), self.hidden)
+            ResidualLevel(size, d, self._level_channels(size), self.hidden, latent)
             for size, d in zip(sizes, self.latent_dims, strict=True)
         )
         self.card: dict[str, Any] = {}
@@ -160,39 +204,65 @@ class PyramidVAE(nn.Module):
             "channels": self.channels,
             "hidden": self.hidden,
             "kl_weights": self.kl_weights,
+            "condition": self.condition,
+            "latent": self.latent,
         }
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if tuple(x.shape[1:]) != self.data_shape:
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.data_shape:
             raise CondVAEError(
                 f"x: expected images [B, {', '.join(map(str, self.data_shape))}], got {list(x.shape)}"
             )
-        return laplacian_pyramid(x, self.levels)
+        return x
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[G_K, L_{K-1}, ..., L_0] of x [B, C, H, W]."""
+        return laplacian_pyramid(self._check(x), self.levels)
+
+    def _refine(self, level: int, g: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The image of finer level ``level`` (1-based) reconstructed from its Gaussian level g
+        and the coarser image: c + mean of p(h | z = mean of q(z | g - c, c), c)."""
+        finer: ResidualLevel = self.finer[level - 1]  # type: ignore[assignment]
+        c = upsample(image)
+        return c + finer.decode(finer.encode(g - c, c).mean, c).mean
+
+    def _coarser_image(self, gauss: list[torch.Tensor], level: int) -> torch.Tensor:
+        """What finer level ``level`` conditions on in training: the true coarser Gaussian level
+        or the one the levels above reconstruct (``condition``); no gradient reaches them."""
+        coarser = gauss[self.levels - level + 1]  # gauss is finest first; level 1 sits under G_K
+        if self.condition == "truth":
+            return coarser
+        with torch.no_grad():
+            coarse: VAE = self.coarse  # type: ignore[assignment]
+            image = coarse.reconstruct(gauss[-1])
+            for k in range(1, level):
+                image = self._refine(k, gauss[self.levels - k], image)
+        return image
 
     def level_elbo(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        """ELBO of level ``level`` (0 = the coarse VAE, then finer), on the true coarser image."""
-        pyr = self.pyramid(x)
+        """ELBO of level ``level`` (0 = the coarse VAE, then finer) given its training-time
+        coarser image (``condition``): h = G_k - up(coarser)."""
+        gauss = gaussian_pyramid(self._check(x), self.levels)
         if level == 0:
             coarse: VAE = self.coarse  # type: ignore[assignment]
-            return coarse.elbo(pyr[0], beta=self.kl_weights[0])
-        image = pyr[0]
-        for residual in pyr[1:level]:
-            image = residual + upsample(image)
-        return self.finer[level - 1].elbo(pyr[level], upsample(image), self.kl_weights[level])
+            return coarse.elbo(gauss[-1], beta=self.kl_weights[0])
+        c = upsample(self._coarser_image(gauss, level))
+        h = gauss[self.levels - level] - c
+        return self.finer[level - 1].elbo(h, c, self.kl_weights[level])
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Each level's decoder mean at its posterior mean, conditioned on the levels above."""
-        pyr = self.pyramid(x)
+        """Each level's decoder mean at its posterior mean, conditioned on the reconstruction of
+        the levels above (so an error of a coarse level is the finer levels' to correct)."""
+        gauss = gaussian_pyramid(self._check(x), self.levels)
         coarse: VAE = self.coarse  # type: ignore[assignment]
-        image = coarse.reconstruct(pyr[0])
-        for level, residual in zip(self.finer, pyr[1:], strict=True):
-            c = upsample(image)
-            image = c + level.decode(level.encode(residual, c).mean, c).mean
+        image = coarse.reconstruct(gauss[-1])
+        for k in range(1, self.levels + 1):
+            image = self._refine(k, gauss[self.levels - k], image)
         return image
 
     @torch.no_grad()
@@ -216,6 +286,11 @@ class PyramidVAE(nn.Module):
             coarse: VAE = self.coarse  # type: ignore[assignment]
             p = coarse.decode(coarse.prior.sample((n,)))
             levels = [p.mean if mean else p.sample()]
+        return self._sample_finer(levels, mean)
+
+    def _sample_finer(self, levels: list[torch.Tensor], mean: bool) -> list[torch.Tensor]:
+        """Complete a fixed coarse part [G_K, L_{K-1}, ...] by sampling each finer level from
+        its prior given the image of the levels above."""
         image = levels[0]
         for residual in levels[1:]:
             image = residual + upsample(image)
@@ -226,6 +301,37 @@ class PyramidVAE(nn.Module):
             levels.append(residual)
             image = c + residual
         return levels
+
+    def level_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of the pyramid's images, coarse first."""
+        _, height, width = self.data_shape
+        return [(height >> k, width >> k) for k in range(self.levels, -1, -1)]
+
+    @torch.no_grad()
+    def edit(self, painting: torch.Tensor, n: int = 1, mean: bool = True) -> torch.Tensor:
+        """Samples [n, B, C, H, W] of fine detail for a painted image [B, C, h, w] in [0, 1].
+
+        The painting stands for the Gaussian level G_j of the size it has (the coarse image, or
+        any finer level): its own Laplacian pyramid is fixed and the levels below j are sampled
+        given it, so the samples' level j is the painting plus what the finer levels add.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise CondVAEError(f"n: expected a positive number of samples, got {n!r}")
+        sizes = self.level_sizes()
+        channels = self.data_shape[0]
+        if painting.dim() != 4 or painting.shape[1] != channels or tuple(painting.shape[-2:]) not in sizes:
+            shown = ", ".join(f"{h}x{w}" for h, w in sizes)
+            raise CondVAEError(
+                f"painting: expected [B, {channels}, h, w] with h x w one of the pyramid's sizes "
+                f"({shown}), got {list(painting.shape)}"
+            )
+        if not torch.isfinite(painting).all() or painting.min() < 0 or painting.max() > 1:
+            raise CondVAEError("painting: expected finite pixel values in [0, 1]")
+        depth = sizes.index(tuple(painting.shape[-2:]))  # levels coarser than the painting
+        painting = painting.to(self.device)
+        fixed = laplacian_pyramid(painting, depth) if depth else [painting]
+        levels = self._sample_finer([lv.repeat(n, 1, 1, 1) for lv in fixed], mean)
+        return reconstruct(levels).reshape(n, -1, *self.data_shape)
 
     def sample(
         self, n: int = 1, start: torch.Tensor | None = None, keep: int = 0, mean: bool = True
