@@ -55,6 +55,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-min", type=float, default=1e-4)
     p.add_argument("--kl-warmup", type=int, default=0, help="steps of linear KL annealing")
+    p.add_argument(
+        "--augment", action="store_true", help="random flips and shifts of up to 2 px (small sets)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument(
@@ -107,6 +110,7 @@ def _run_train(args: argparse.Namespace) -> None:
         lr=args.lr,
         lr_min=args.lr_min,
         kl_warmup_steps=args.kl_warmup,
+        augment=args.augment,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         valid_every=args.valid_every,

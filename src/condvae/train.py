@@ -33,6 +33,7 @@ from condvae.checkpoint import (
     save_pretrained,
 )
 from condvae.data import ImageData, fixed_binarize, load_dataset
+from condvae.data.augment import augment
 from condvae.errors import CheckpointError, CondVAEError
 from condvae.models import VAE, build_model
 
@@ -57,6 +58,8 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 1e-4
     kl_warmup_steps: int = 0
+    augment: bool = False  # random flips and shifts of up to ``shift`` px (small sets)
+    shift: int = 2
     seed: int = 0
     checkpoint_every: int = 1000
     valid_every: int | None = None  # steps; default once per epoch
@@ -76,6 +79,8 @@ class TrainConfig:
             "lr",
             "lr_min",
             "kl_warmup_steps",
+            "augment",
+            "shift",
             "seed",
             "valid_every",
             "patience",
@@ -306,7 +311,10 @@ def train(
         if epoch != order_epoch:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             order, order_epoch = torch.randperm(n, generator=gen), epoch
-        x = train_data.x[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]].to(cfg.device)
+        x = train_data.x[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
+        if cfg.augment:
+            x = augment(x, cfg.shift, torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7919 * step + 1))
+        x = x.to(cfg.device)
         if model.likelihood.name == "bernoulli":
             x = torch.bernoulli(x)
         beta = min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
@@ -352,6 +360,7 @@ def train(
             "batch_size": cfg.batch_size,
             "optimiser": f"Adam, lr {cfg.lr} cosine-decayed to {cfg.lr_min}",
             "kl_warmup_steps": cfg.kl_warmup_steps,
+            "augmentation": f"flips and shifts of up to {cfg.shift} px" if cfg.augment else "none",
             "seed": cfg.seed,
             "stopped_early": stopped,
             "best_valid_elbo": None if best is None else round(best, 3),

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from condvae.checkpoint import atomic_write_bytes, save_pretrained
 from condvae.data import load_dataset
+from condvae.data.augment import augment
 from condvae.errors import CondVAEError
 from condvae.pyramid.model import PyramidVAE
 from condvae.train import (
@@ -60,18 +60,6 @@ class PyramidTrainConfig:
 
     def identity(self) -> dict[str, Any]:
         return run_identity(self)
-
-
-def augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and shifts of up to ``shift`` pixels (reflected borders)."""
-    flip = torch.rand(len(x), generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    if shift <= 0:
-        return x
-    dy, dx = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (shift, shift, shift, shift), mode="reflect")
-    return padded[..., shift + dy : shift + dy + h, shift + dx : shift + dx + w]
 
 
 def train_pyramid(
