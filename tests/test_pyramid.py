@@ -79,3 +79,23 @@ def test_bad_input_is_named() -> None:
     pyramid = laplacian_pyramid(torch.rand(1, 1, 16, 16), 2)
     with pytest.raises(CondVAEError, match="level 2 has shape"):
         reconstruct([pyramid[0], pyramid[1], pyramid[1]])
+
+
+def test_reconstruction_rmse_and_finest_band_energy() -> None:
+    from condvae.pyramid import blur
+    from condvae.pyramid.metrics import finest_band_energy, reconstruction_rmse
+
+    class Shifted:
+        def __init__(self, by: float) -> None:
+            self.by = by
+
+        def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.by
+
+    x = torch.rand(300, 1, 16, 16) * 0.8
+    assert torch.equal(reconstruction_rmse(Shifted(0.0), x, batch_size=64), torch.zeros(300))
+    torch.testing.assert_close(reconstruction_rmse(Shifted(0.1), x), torch.full((300,), 25.5))
+    assert (reconstruction_rmse(Shifted(1.0), x) <= 255 * 1.0).all()  # reconstructions are clamped to [0, 1]
+    assert torch.equal(finest_band_energy(torch.full((2, 1, 16, 16), 0.3)), torch.zeros(2))
+    sharp, soft = finest_band_energy(x), finest_band_energy(blur(blur(x)))
+    assert (soft < 0.2 * sharp).all()  # blurring removes most of the finest band

@@ -49,7 +49,8 @@ def test_sample_and_edit_write_grids(pyramid_dir: Path, tmp_path: Path, capsys) 
         painting = _png(tmp_path / f"paint{size}.png", size, mode)
         out = tmp_path / f"edit{size}.png"
         args = ["pyramid", "edit", "--model", str(pyramid_dir), "--painting", str(painting)]
-        assert main([*args, "--n", "2", "--out", str(out), "--draws"]) == 0 and out.is_file()
+        assert main([*args, "--n", "2", "--out", str(out), "--draws", "--temperature", "0.5"]) == 0
+        assert out.is_file()
     assert "wrote" in capsys.readouterr().out
 
 
@@ -80,6 +81,8 @@ def test_bad_models_and_arguments(pyramid_dir: Path, tmp_path: Path, capsys) -> 
         ["pyramid", "sample", "--model", str(pyramid_dir), "--keep", "2"], capsys, "keep: fixing levels needs"
     )
     _error(["pyramid", "sample", "--model", str(pyramid_dir), "--n", "0"], capsys, "n: expected a positive")
+    args = ["pyramid", "sample", "--model", str(pyramid_dir), "--temperature", "-1"]
+    _error(args, capsys, "temperature: expected a finite number >= 0")
     image = _png(tmp_path / "big.png", 64)
     _error(["pyramid", "sample", "--model", str(pyramid_dir), "--image", str(image)], capsys, "is 64x64")
     image = _png(tmp_path / "ok.png", 32)

@@ -177,3 +177,17 @@ def test_edit_fixes_the_painting_at_any_level_size() -> None:
         model.edit(torch.full((1, 3, 8, 8), 1.5))
     with pytest.raises(CondVAEError, match="painting: expected finite pixel values in"):
         model.edit(torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_temperature_scales_the_latent_spread() -> None:
+    model = _model("map")
+    cold = model.sample(3, temperature=0.0)
+    assert torch.equal(cold, model.sample(3, temperature=0.0)) and torch.equal(cold[0], cold[1])
+    torch.manual_seed(5)
+    warm = model.sample(64, temperature=1.0)
+    torch.manual_seed(5)
+    cool = model.sample(64, temperature=0.3)
+    assert cool.std(0).mean() < 0.6 * warm.std(0).mean()
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(CondVAEError, match="temperature: expected a finite number >= 0"):
+            model.sample(2, temperature=bad)

@@ -325,6 +325,7 @@ def _add_pyramid(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--hidden", type=int, default=None, help="width of the finer levels' linear layers")
     t.add_argument("--kl-weights", default=None, help="lambda per level, coarse first, e.g. 1,1,1")
     t.add_argument("--condition", default="reconstruction", choices=["reconstruction", "truth"])
+    t.add_argument("--latent", default="vector", choices=["vector", "map"], help="finer levels' latents")
     t.add_argument("--epochs", type=int, default=50, help="epochs per level")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -350,6 +351,9 @@ def _add_pyramid(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--painting", required=True, help="PNG of the coarse size (or a finer level's)")
         a.add_argument("--n", type=int, default=8, help="samples per row")
         a.add_argument("--draws", action="store_true", help="sample pixels too, not decoder means")
+        a.add_argument(
+            "--temperature", type=float, default=1.0, help="latent spread: 1 = the model, < 1 cleaner detail"
+        )
         a.add_argument("--out", default=f"pyramid-{name}.png")
         a.add_argument("--seed", type=int, default=0)
         a.add_argument("--data-dir", default=None)
@@ -370,17 +374,27 @@ def _run_pyramid(args: argparse.Namespace) -> None:
         if args.image is None and args.keep != [1]:
             raise CondVAEError("keep: fixing levels needs an --image to take them from")
         path = sample_figure(
-            model, args.out, args.n, args.image, args.keep, args.seed, not args.draws, args.data_dir
+            model,
+            args.out,
+            args.n,
+            args.image,
+            args.keep,
+            args.seed,
+            not args.draws,
+            args.data_dir,
+            args.temperature,
         )
     else:
-        path = edit_figure(model, args.painting, args.out, args.n, args.seed, not args.draws)
+        path = edit_figure(
+            model, args.painting, args.out, args.n, args.seed, not args.draws, args.temperature
+        )
     print(f"wrote {path}")
 
 
 def _run_pyramid_train(args: argparse.Namespace) -> None:
     from condvae.pyramid.train import PyramidTrainConfig, train_pyramid
 
-    model: dict[str, object] = {"levels": args.levels, "condition": args.condition}
+    model: dict[str, object] = {"levels": args.levels, "condition": args.condition, "latent": args.latent}
     if args.coarse:
         try:
             model["coarse"] = json.loads(args.coarse)

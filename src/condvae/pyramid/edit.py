@@ -65,26 +65,33 @@ def sample_figure(
     seed: int = 0,
     mean: bool = True,
     data_dir: str | None = None,
+    temperature: float = 1.0,
 ) -> Path:
     """Without ``image``: a row of n samples. With it: one row per entry of ``keep`` showing the
     image's fixed coarse part (its ``keep`` coarsest pyramid entries), then n partial samples."""
     torch.manual_seed(seed)
     if image is None:
-        return save_rows([("samples", model.sample(n, mean=mean)[:, 0])], out)
+        return save_rows([("samples", model.sample(n, mean=mean, temperature=temperature)[:, 0])], out)
     x = load_query_image(model, image, data_dir).to(model.device)  # type: ignore[arg-type]
     pyr = model.pyramid(x)
     rows = [("image", x)]
     for k in keep:
-        samples = model.sample(n, start=x, keep=k, mean=mean)[:, 0]
+        samples = model.sample(n, start=x, keep=k, mean=mean, temperature=temperature)[:, 0]
         rows.append((f"keep {k}", torch.cat([coarse_levels(pyr, k), samples])))
     return save_rows(rows, out)
 
 
 def edit_figure(
-    model: PyramidVAE, painting: str | Path, out: str | Path, n: int = 8, seed: int = 0, mean: bool = True
+    model: PyramidVAE,
+    painting: str | Path,
+    out: str | Path,
+    n: int = 8,
+    seed: int = 0,
+    mean: bool = True,
+    temperature: float = 1.0,
 ) -> Path:
     """The painting (enlarged) followed by n samples of fine detail conditioned on it."""
     torch.manual_seed(seed)
     paint = load_painting(painting, model).to(model.device)
-    samples = model.edit(paint, n, mean=mean)[:, 0]
+    samples = model.edit(paint, n, mean=mean, temperature=temperature)[:, 0]
     return save_rows([("painting", _full_size(paint, model)), ("samples", samples)], out)

@@ -132,6 +132,18 @@ class ResidualLevel(nn.Module):
         return rec - kl_weight * kl_divergence(q, self.prior(c)).flatten(1).sum(1)
 
 
+def _draw(
+    dist: torch.distributions.Distribution, temperature: float, shape: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """z = mean + T * sd * eps for a (diagonal) Gaussian; T = 1 is an ordinary draw."""
+    if not (isinstance(temperature, int | float) and 0 <= temperature < float("inf")):
+        raise CondVAEError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    if temperature == 1:
+        return dist.sample(shape)
+    eps = torch.randn(dist.sample(shape).shape, device=dist.mean.device)
+    return dist.mean + temperature * dist.stddev * eps
+
+
 class PyramidVAE(nn.Module):
     """[coarse VAE, ResidualLevel K-1, ..., ResidualLevel 0] over a ``levels``-deep pyramid."""
 
@@ -148,9 +160,11 @@ class PyramidVAE(nn.Module):
         kl_weights: list[float] | tuple[float, ...] | None = None,
         condition: str = "reconstruction",
         latent: str = "vector",
+        bottom: int = 8,
     ) -> None:
         super().__init__()
         c, height, width = (int(s) for s in data_shape)
+        self.bottom = int(bottom)
         if len(latent_dims) != levels:
             raise CondVAEError(
                 f"latent_dims: expected one per finer level ({levels}), got {list(latent_dims)}"
@@ -188,10 +202,11 @@ class PyramidVAE(nn.Module):
         self.card: dict[str, Any] = {}
 
     def _level_channels(self, size: tuple[int, int, int]) -> list[int]:
-        """Stride-2 layers down to about 8x8 (a 64x64 level gets 3), widths from ``channels``."""
-        depth = max(1, int(math.log2(min(size[1:]))) - 3)
-        while min(size[1:]) % 2**depth:
-            depth -= 1
+        """Stride-2 layers halving the level while it is above ``bottom`` (8: 64x64 gets 3, 28x28
+        gets 2, down to 7x7) and even, at least one; widths from ``channels``."""
+        depth, side = 0, min(size[1:])
+        while side > self.bottom and all(s % 2 ** (depth + 1) == 0 for s in size[1:]):
+            depth, side = depth + 1, side // 2
         return [self.channels[min(i, len(self.channels) - 1)] for i in range(max(depth, 1))]
 
     def config(self) -> dict[str, Any]:
@@ -206,6 +221,7 @@ class PyramidVAE(nn.Module):
             "kl_weights": self.kl_weights,
             "condition": self.condition,
             "latent": self.latent,
+            "bottom": self.bottom,
         }
 
     @property
@@ -267,7 +283,12 @@ class PyramidVAE(nn.Module):
 
     @torch.no_grad()
     def sample_levels(
-        self, n: int = 1, start: torch.Tensor | None = None, keep: int = 0, mean: bool = True
+        self,
+        n: int = 1,
+        start: torch.Tensor | None = None,
+        keep: int = 0,
+        mean: bool = True,
+        temperature: float = 1.0,
     ) -> list[torch.Tensor]:
         """Pyramids [G_K, L_{K-1}, ..., L_0] of n samples, each entry [n * B, C, h, w].
 
@@ -275,6 +296,8 @@ class PyramidVAE(nn.Module):
         start's own (repeated n times, bit for bit) and only the finer ones are sampled, each
         level conditioned on the image of the levels above (partial sampling); without
         ``start`` every level is sampled (B = 1). ``mean``: decoder means, else draws.
+        ``temperature`` T scales every sampled latent's spread, z = mu + T sigma eps (T < 1
+        trades variety for cleaner detail; T = 0 gives each level's most likely detail).
         """
         if not isinstance(n, int) or n < 1:
             raise CondVAEError(f"n: expected a positive number of samples, got {n!r}")
@@ -284,11 +307,11 @@ class PyramidVAE(nn.Module):
             levels = [lv.repeat(n, 1, 1, 1) for lv in self.pyramid(start.to(self.device))[:keep]]
         else:
             coarse: VAE = self.coarse  # type: ignore[assignment]
-            p = coarse.decode(coarse.prior.sample((n,)))
+            p = coarse.decode(_draw(coarse.prior, temperature, (n,)))
             levels = [p.mean if mean else p.sample()]
-        return self._sample_finer(levels, mean)
+        return self._sample_finer(levels, mean, temperature)
 
-    def _sample_finer(self, levels: list[torch.Tensor], mean: bool) -> list[torch.Tensor]:
+    def _sample_finer(self, levels: list[torch.Tensor], mean: bool, temperature: float) -> list[torch.Tensor]:
         """Complete a fixed coarse part [G_K, L_{K-1}, ...] by sampling each finer level from
         its prior given the image of the levels above."""
         image = levels[0]
@@ -296,7 +319,7 @@ class PyramidVAE(nn.Module):
             image = residual + upsample(image)
         for level in self.finer[len(levels) - 1 :]:
             c = upsample(image)
-            p = level.decode(level.prior(c).sample(), c)
+            p = level.decode(_draw(level.prior(c), temperature), c)
             residual = p.mean if mean else p.sample()
             levels.append(residual)
             image = c + residual
@@ -308,7 +331,9 @@ class PyramidVAE(nn.Module):
         return [(height >> k, width >> k) for k in range(self.levels, -1, -1)]
 
     @torch.no_grad()
-    def edit(self, painting: torch.Tensor, n: int = 1, mean: bool = True) -> torch.Tensor:
+    def edit(
+        self, painting: torch.Tensor, n: int = 1, mean: bool = True, temperature: float = 1.0
+    ) -> torch.Tensor:
         """Samples [n, B, C, H, W] of fine detail for a painted image [B, C, h, w] in [0, 1].
 
         The painting stands for the Gaussian level G_j of the size it has (the coarse image, or
@@ -330,11 +355,17 @@ class PyramidVAE(nn.Module):
         depth = sizes.index(tuple(painting.shape[-2:]))  # levels coarser than the painting
         painting = painting.to(self.device)
         fixed = laplacian_pyramid(painting, depth) if depth else [painting]
-        levels = self._sample_finer([lv.repeat(n, 1, 1, 1) for lv in fixed], mean)
+        levels = self._sample_finer([lv.repeat(n, 1, 1, 1) for lv in fixed], mean, temperature)
         return reconstruct(levels).reshape(n, -1, *self.data_shape)
 
     def sample(
-        self, n: int = 1, start: torch.Tensor | None = None, keep: int = 0, mean: bool = True
+        self,
+        n: int = 1,
+        start: torch.Tensor | None = None,
+        keep: int = 0,
+        mean: bool = True,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Images [n, B, C, H, W] from :meth:`sample_levels` (same arguments)."""
-        return reconstruct(self.sample_levels(n, start, keep, mean)).reshape(n, -1, *self.data_shape)
+        levels = self.sample_levels(n, start, keep, mean, temperature)
+        return reconstruct(levels).reshape(n, -1, *self.data_shape)
