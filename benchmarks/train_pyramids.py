@@ -87,8 +87,17 @@ def publish(name: str, directory: Path, data_dir: str | None) -> Path:
     card["command"] = f"python -m condvae pyramid train {PYRAMIDS[name]['args']} --out runs/{name}"
     card["evaluation_command"] = f"python benchmarks/pyramid.py --datasets {dataset}"
     card["usage"] = (
-        f"python -m condvae pyramid sample --model {name} --image {dataset}:test:0 --keep 1,2\n"
-        f"python -m condvae pyramid edit --model {name} --painting coarse.png"
+        "from condvae.pyramid.pretrained import load_pyramid\n"
+        f'model = load_pyramid("{name}")\n'
+        "samples = model.sample(8)                       # [8, 1, C, H, W]\n"
+        "partial = model.sample(8, start=x, keep=1)      # x's coarse image kept, finer levels sampled\n"
+        "edited = model.edit(painting, 8)                # painting: [1, C, h, w] at a level's size"
+    )
+    card["notes"] = (
+        "Command line: `python -m condvae pyramid sample --model NAME --image DATASET:test:0 --keep 1,2` "
+        "and `python -m condvae pyramid edit --model NAME --painting coarse.png` (a greyscale PNG "
+        "of the coarse size or of a finer level's). `--temperature 0.6` gives cleaner detail than "
+        "the model's own spread (1.0)."
     )
     card["metrics"] = {
         f"test reconstruction sqrt(MSE), 0-255 ({len(x)} images)": f"{ours.mean():.2f} ± {ours.std():.2f}",

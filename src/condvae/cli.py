@@ -71,6 +71,27 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+LOOP_SETTINGS = (
+    "dataset",
+    "out",
+    "data_dir",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "augment",
+    "seed",
+    "checkpoint_every",
+    "limit_train",
+    "device",
+)
+
+
+def _loop_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The options ``train`` and ``pyramid train`` share, by their config field names."""
+    return {name: getattr(args, name) for name in LOOP_SETTINGS}
+
+
 def _run_train(args: argparse.Namespace) -> None:
     from condvae.train import TrainConfig, train
 
@@ -99,24 +120,13 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.arch == "linear_gaussian":
         model.pop("likelihood", None)
     cfg = TrainConfig(
-        dataset=args.dataset,
-        out=args.out,
         model=model,
-        data_dir=args.data_dir,
-        image_size=args.image_size,
-        epochs=args.epochs,
         max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
         lr_min=args.lr_min,
         kl_warmup_steps=args.kl_warmup,
-        augment=args.augment,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
         valid_every=args.valid_every,
         patience=args.patience,
-        limit_train=args.limit_train,
-        device=args.device,
+        **_loop_settings(args),
     )
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     best = "n/a" if result.best_valid_elbo is None else f"{result.best_valid_elbo:.3f}"
@@ -416,21 +426,7 @@ def _run_pyramid_train(args: argparse.Namespace) -> None:
             raise CondVAEError(
                 f"kl-weights: expected comma-separated numbers, got {args.kl_weights!r}"
             ) from None
-    cfg = PyramidTrainConfig(
-        dataset=args.dataset,
-        out=args.out,
-        model=model,
-        data_dir=args.data_dir,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        augment=args.augment,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        limit_train=args.limit_train,
-        device=args.device,
-    )
+    cfg = PyramidTrainConfig(model=model, **_loop_settings(args))
     result = train_pyramid(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"trained in {result.card['training']['training_seconds']} s; model saved to {args.out}/model")
 
