@@ -87,11 +87,11 @@ def publish(name: str, directory: Path, data_dir: str | None) -> Path:
     card["command"] = f"python -m condvae pyramid train {PYRAMIDS[name]['args']} --out runs/{name}"
     card["evaluation_command"] = f"python benchmarks/pyramid.py --datasets {dataset}"
     card["usage"] = (
-        "from condvae.pyramid.pretrained import load_pyramid\n"
+        "from condvae.pyramid.pretrained import load_pyramid\n\n"
         f'model = load_pyramid("{name}")\n'
-        "samples = model.sample(8)                       # [8, 1, C, H, W]\n"
-        "partial = model.sample(8, start=x, keep=1)      # x's coarse image kept, finer levels sampled\n"
-        "edited = model.edit(painting, 8)                # painting: [1, C, h, w] at a level's size"
+        "samples = model.sample(8)  # [8, 1, C, H, W]\n"
+        "partial = model.sample(8, start=x, keep=1)  # x's coarse image kept, finer levels sampled\n"
+        "edited = model.edit(painting, 8)  # painting: [1, C, h, w] at a level's size"
     )
     card["notes"] = (
         "Command line: `python -m condvae pyramid sample --model NAME --image DATASET:test:0 --keep 1,2` "

@@ -67,4 +67,5 @@ def test_editing_a_painted_coarse_image_keeps_its_coarse_level(name: str) -> Non
     )
 
 
-TOLERANCE = {"olivetti-pyramid": 35.0, "fashion-pyramid": 35.0}  # sqrt(MSE), 0-255 scale
+# sqrt(MSE) on the 0-255 scale; measured 23.9 and 13.5
+TOLERANCE = {"olivetti-pyramid": 30.0, "fashion-pyramid": 20.0}
