@@ -17,6 +17,10 @@ conditions on in training is the ``condition`` setting:
   correct the coarser levels' errors instead of adding its band to them, and sees in training
   the kind of coarse image (a decoder mean) it is given when sampling. On the truth, h = L_k.
 
+Each finer level's latent is one vector (``latent="vector"``) or a map on a coarse grid
+(``latent="map"``: each latent explains a patch, which suits local detail and needs no large
+linear layers; the bundled pyramids use maps).
+
 At use, each level conditions on the reconstruction (or sample) of the levels above, so fixing
 the coarse levels and sampling the finer ones (partial sampling), or painting a coarse image and
 sampling detail for it (editing), are the same loop started at different levels.
@@ -140,7 +144,7 @@ def _draw(
         raise CondVAEError(f"temperature: expected a finite number >= 0, got {temperature!r}")
     if temperature == 1:
         return dist.sample(shape)
-    eps = torch.randn(dist.sample(shape).shape, device=dist.mean.device)
+    eps = torch.randn(torch.Size(shape) + dist.batch_shape + dist.event_shape, device=dist.mean.device)
     return dist.mean + temperature * dist.stddev * eps
 
 
@@ -165,6 +169,8 @@ class PyramidVAE(nn.Module):
         super().__init__()
         c, height, width = (int(s) for s in data_shape)
         self.bottom = int(bottom)
+        if self.bottom < 1:
+            raise CondVAEError(f"bottom: expected the side of the latent maps' grid (>= 1), got {bottom}")
         if len(latent_dims) != levels:
             raise CondVAEError(
                 f"latent_dims: expected one per finer level ({levels}), got {list(latent_dims)}"
