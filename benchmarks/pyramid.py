@@ -111,10 +111,8 @@ def run(dataset: str, pyramid: PyramidVAE, baseline: torch.nn.Module, figures: P
             "plain VAE samples": baseline.sample(n),  # type: ignore[operator]
             "plain VAE reconstructions": baseline.reconstruct(x[:n]),  # type: ignore[operator]
         }
-    rows["sharpness"] = [
-        (k, float(finest_band_energy(v).mean()), float(finest_band_energy(v).mean() / real))
-        for k, v in sources.items()
-    ]
+    energies = {k: float(finest_band_energy(v).mean()) for k, v in sources.items()}
+    rows["sharpness"] = [(k, e, e / float(real)) for k, e in energies.items()]
     # editing: the samples' coarse level against the painting, and a baseline of unrelated samples
     k = pyramid.levels
     dist = []

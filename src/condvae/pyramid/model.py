@@ -88,7 +88,7 @@ class ResidualLevel(nn.Module):
             )
         if latent not in LATENTS:
             raise CondVAEError(f"latent: expected one of {', '.join(LATENTS)}, got {latent!r}")
-        self.shape, self.latent_dim, self.latent = shape, latent_dim, latent
+        self.shape, self.latent_dim = shape, latent_dim
         bottom = (channels[-1], height // factor, width // factor)
         if latent == "map":
 
@@ -259,10 +259,15 @@ class PyramidVAE(nn.Module):
         if self.condition == "truth":
             return coarser
         with torch.no_grad():
-            coarse: VAE = self.coarse  # type: ignore[assignment]
-            image = coarse.reconstruct(gauss[-1])
-            for k in range(1, level):
-                image = self._refine(k, gauss[self.levels - k], image)
+            return self._reconstruct_to(gauss, level - 1)
+
+    def _reconstruct_to(self, gauss: list[torch.Tensor], level: int) -> torch.Tensor:
+        """The image of level ``level`` (0 = coarse): the coarse VAE's reconstruction refined by
+        finer levels 1..level, each given the reconstruction of the levels above."""
+        coarse: VAE = self.coarse  # type: ignore[assignment]
+        image = coarse.reconstruct(gauss[-1])
+        for k in range(1, level + 1):
+            image = self._refine(k, gauss[self.levels - k], image)
         return image
 
     def level_elbo(self, level: int, x: torch.Tensor) -> torch.Tensor:
@@ -280,12 +285,7 @@ class PyramidVAE(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Each level's decoder mean at its posterior mean, conditioned on the reconstruction of
         the levels above (so an error of a coarse level is the finer levels' to correct)."""
-        gauss = gaussian_pyramid(self._check(x), self.levels)
-        coarse: VAE = self.coarse  # type: ignore[assignment]
-        image = coarse.reconstruct(gauss[-1])
-        for k in range(1, self.levels + 1):
-            image = self._refine(k, gauss[self.levels - k], image)
-        return image
+        return self._reconstruct_to(gaussian_pyramid(self._check(x), self.levels), self.levels)
 
     @torch.no_grad()
     def sample_levels(
