@@ -163,7 +163,7 @@ def refinement(model: str, args: argparse.Namespace) -> None:
         label = {"ipa": "IPA", "semi": "IPA", "planar": "prior (planar)", "gvi": "prior (gvi)"}.get(
             name, "exact (grid)"
         )
-        c_elbo = post.log_evidence if name == "grid" else post.c_elbo(1000)  # type: ignore[attr-defined]
+        c_elbo = post.log_evidence() if name == "grid" else post.c_elbo(1000)
         c = statistics.median(c_elbo.tolist())
         q = statistics.median(post.query_log_likelihood(xb, 1000).tolist())
         print(f"| {label} | {steps} | {c:.2f} | {q:.2f} | {seconds:.2f} |", flush=True)

@@ -24,13 +24,13 @@ from common import machine
 from PIL import Image
 from torch.nn import functional as F
 
+from condvae import load
 from condvae.data import load_dataset
 from condvae.plotting import save_rows
 from condvae.pyramid.laplacian import gaussian_pyramid
 from condvae.pyramid.metrics import finest_band_energy, reconstruction_rmse
 from condvae.pyramid.model import PyramidVAE
 from condvae.pyramid.pretrained import load_pyramid
-from condvae.zoo import load
 
 PAIRS = {
     "olivetti": ("olivetti-pyramid", "olivetti-conv-z160"),

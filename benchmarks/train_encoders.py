@@ -21,9 +21,9 @@ from condvae.cli import main as cli_main
 from condvae.data import fixed_binarize, load_dataset
 from condvae.masks import sample_masks
 from condvae.models import VAE
-from condvae.partial import PartialEncoder
-from condvae.partial.pretrained import ENCODERS_DIR, load_partial_encoder, save_partial_encoder
-from condvae.zoo import load
+from condvae.partial import PartialEncoder, pretrained
+from condvae.partial.pretrained import load_partial_encoder, save_partial_encoder
+from condvae.store import from_pretrained
 
 COMMON = "--masks mixture --batch-size 128 --lr 1e-3 --lr-min 1e-5 --seed 0 --checkpoint-every 500"
 ENCODERS: dict[str, str] = {
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"training {name} failed")
         if args.publish:
             model = ENCODERS[name].split()[1]
-            vae = load(model)
+            vae = from_pretrained(model)
             encoder = load_partial_encoder(out / "encoder", vae)
             card = dict(encoder.card)
             card["metrics"] = test_scores(encoder, vae)
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 f'post = condvae.condition(vae, x, mask, method="ipa", encoder="{name}")'
             )
             card["machine"] = machine()
-            print(f"published {save_partial_encoder(encoder, ENCODERS_DIR / name, card=card)}")
+            print(
+                f"published {save_partial_encoder(encoder, pretrained.ENCODERS.directory / name, card=card)}"
+            )
     return 0
 
 

@@ -4,7 +4,7 @@
     python benchmarks/train_pyramids.py --only olivetti-pyramid --resume --publish
 
 Each run is exactly ``condvae pyramid train`` with the arguments below. Their plain-VAE
-baselines are zoo recipes (condvae.recipes: ``olivetti-conv-z160``, ``fashion-conv-z32``),
+baselines are zoo recipes (recipes.py: ``olivetti-conv-z160``, ``fashion-conv-z32``),
 trained by ``benchmarks/train_zoo.py``; ``--publish`` writes the test sqrt(MSE) of both into the
 pyramid's card (``benchmarks/pyramid.py`` prints the full comparison).
 """
@@ -19,12 +19,11 @@ from pathlib import Path
 
 from common import machine
 
-from condvae.checkpoint import save_pretrained
 from condvae.cli import main as cli_main
 from condvae.data import load_dataset
+from condvae.pyramid import pretrained
 from condvae.pyramid.metrics import reconstruction_rmse
-from condvae.pyramid.pretrained import PYRAMIDS_DIR, load_pyramid
-from condvae.zoo import load
+from condvae.store import from_pretrained, save_pretrained
 
 PYRAMIDS: dict[str, dict[str, str]] = {
     "olivetti-pyramid": {
@@ -75,8 +74,8 @@ def run(name: str, root: Path, resume: bool, data_dir: str | None) -> Path:
 
 
 def publish(name: str, directory: Path, data_dir: str | None) -> Path:
-    model = load_pyramid(str(directory))
-    baseline = load(PYRAMIDS[name]["baseline"])
+    model = pretrained.load_pyramid(directory)
+    baseline = from_pretrained(PYRAMIDS[name]["baseline"])
     dataset = model.card["dataset"]
     x = load_dataset(dataset, "test", data_dir).x
     ours, theirs = reconstruction_rmse(model, x), reconstruction_rmse(baseline, x)
@@ -107,7 +106,7 @@ def publish(name: str, directory: Path, data_dir: str | None) -> Path:
         "training time (s)": card["training"]["training_seconds"],
     }
     card["machine"] = machine()
-    return save_pretrained(model, PYRAMIDS_DIR / name, card=card)  # type: ignore[arg-type]
+    return save_pretrained(model, pretrained.PYRAMIDS.directory / name, card=card)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
     python benchmarks/train_zoo.py --quick         # a few epochs each, k=100 on 1000 images
     python benchmarks/train_zoo.py --only mnist-mlp-z2 --publish   # refresh a bundled model
 
-Each run uses exactly the recipe's ``condvae train`` arguments (condvae.recipes), so the
+Each run uses exactly the recipe's ``condvae train`` arguments (recipes.py), so the
 figures reproduce the model cards. ``--publish`` copies the trained model into
 src/condvae/pretrained/<name>/ with its measured scores written into the card.
 """
@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 from common import machine
+from recipes import RECIPES, Recipe
 
-from condvae.checkpoint import save_pretrained
 from condvae.cli import main as cli_main
 from condvae.evaluate import evaluate_dataset
-from condvae.recipes import RECIPES, Recipe
-from condvae.zoo import PRETRAINED_DIR, load
+from condvae.store import VAES, from_pretrained, save_pretrained
 
 
 def run_recipe(recipe: Recipe, root: Path, quick: bool, resume: bool, data_dir: str | None) -> dict:
@@ -41,7 +40,7 @@ def run_recipe(recipe: Recipe, root: Path, quick: bool, resume: bool, data_dir: 
     started = time.perf_counter()
     if cli_main(["train", *args]) != 0:
         raise SystemExit(f"training {recipe.name} failed")
-    model = load(str(out / "model"))
+    model = from_pretrained(out / "model")
     k, limit = (100, 1000) if quick else (recipe.eval_k, recipe.eval_limit)
     scores = evaluate_dataset(model, k=k, limit=limit, data_dir=data_dir)
     return {
@@ -75,7 +74,7 @@ def publish(row: dict, recipe: Recipe) -> Path:
             "Trained on dynamically binarised images; scored on the fixed seeded "
             "binarisation of the test split (condvae.data.fixed_binarize, seed 0)."
         )
-    target = PRETRAINED_DIR / recipe.name
+    target = VAES.directory / recipe.name
     return save_pretrained(model, target, card=card)
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_classifiers import accuracy, train_classifier
 
-from condvae.classifier import load_classifier, train_classifier
+from condvae.classifier import load_classifier
 from condvae.errors import CondVAEError
 from condvae.metrics import coverage, diversity, frechet_distance
 
@@ -55,7 +56,6 @@ def test_classifier_trains_saves_and_loads(synthetic_data: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_bundled_classifiers_are_accurate(real_data: Path, dataset: str) -> None:
-    from condvae.classifier import accuracy
     from condvae.data import load_dataset
 
     clf = load_classifier(dataset)

@@ -13,22 +13,23 @@ from condvae import condition, load
 from condvae.data import fixed_binarize, load_dataset
 from condvae.errors import CondVAEError
 from condvae.masks import sample_masks
-from condvae.partial import bundled_encoders, load_partial_encoder
-from condvae.partial.pretrained import ENCODERS_DIR, _read_config
+from condvae.partial import ENCODERS as ENCODER_KIND
+from condvae.partial import load_partial_encoder
+from condvae.store import bundled, read_config
 
-ENCODERS = bundled_encoders()
+ENCODERS = bundled(ENCODER_KIND)
 
 
 def _vae_of(name: str) -> str:
-    return _read_config(ENCODERS_DIR / name)["vae"]["name"]
+    return read_config(ENCODER_KIND, name)["vae"]["name"]
 
 
 def test_every_bundled_vae_family_has_an_encoder() -> None:
     assert {"mnist-mlp-z2-ipa", "mnist-mlp-z2-ipar"} <= set(ENCODERS)
     for name in ENCODERS:
-        size = (ENCODERS_DIR / name / "model.safetensors").stat().st_size
+        size = (ENCODER_KIND.directory / name / "model.safetensors").stat().st_size
         assert size < 20e6, f"{name} is {size / 1e6:.1f} MB"
-        assert "## Test scores" in (ENCODERS_DIR / name / "README.md").read_text()
+        assert "## Test scores" in (ENCODER_KIND.directory / name / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", ENCODERS)

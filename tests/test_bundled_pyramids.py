@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from condvae import CheckpointError, from_pretrained, load
 from condvae.data import load_dataset
-from condvae.pyramid import gaussian_pyramid, laplacian_pyramid
+from condvae.pyramid import PYRAMIDS, gaussian_pyramid, laplacian_pyramid, load_pyramid
 from condvae.pyramid.metrics import reconstruction_rmse
-from condvae.pyramid.pretrained import bundled_pyramids, load_pyramid
-from condvae.zoo import load
+from condvae.store import bundled
 
 BASELINES = {"olivetti-pyramid": "olivetti-conv-z160", "fashion-pyramid": "fashion-conv-z32"}
 
 
 def test_every_bundled_pyramid_has_a_baseline_and_a_card() -> None:
-    assert sorted(bundled_pyramids()) == sorted(BASELINES)
+    assert sorted(bundled(PYRAMIDS)) == sorted(BASELINES)
     for name, baseline in BASELINES.items():
         model = load_pyramid(name)
         metrics = model.card["metrics"]
@@ -31,6 +31,15 @@ def test_every_bundled_pyramid_has_a_baseline_and_a_card() -> None:
         Path(__file__).resolve().parents[1].glob("src/condvae/pretrained/pyramids/*/model.safetensors")
     ):
         assert path.stat().st_size < 20e6, path
+
+
+def test_a_pyramid_is_refused_by_the_vae_loaders_in_one_line() -> None:
+    for loader in (load, from_pretrained):
+        with pytest.raises(
+            CheckpointError, match=r"is a 'pyramid' model, not a VAE; load it with .*load_pyramid"
+        ) as info:
+            loader(str(PYRAMIDS.directory / "fashion-pyramid"))
+        assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

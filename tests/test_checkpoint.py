@@ -10,6 +10,10 @@ from safetensors.torch import save_file
 
 from condvae import MLPVAE, CheckpointError, ConvVAE, from_pretrained, load, save_pretrained
 from condvae.checkpoint import atomic_save_tensors, read_tensors
+from condvae.classifier import CLASSIFIERS, SmallCNN, load_classifier, save_classifier
+from condvae.partial import ENCODERS
+from condvae.pyramid import PYRAMIDS
+from condvae.store import KINDS, VAES, bundled, describe
 
 
 @pytest.fixture
@@ -140,3 +144,38 @@ def test_unknown_model_name() -> None:
 
     with pytest.raises(CondVAEError, match="model: unknown model name 'mnist-gan'"):
         load("mnist-gan")
+
+
+def test_classifier_config_is_checked_like_any_artifact(tmp_path: Path) -> None:
+    path = save_classifier(SmallCNN((1, 8, 8), classes=3, width=16), tmp_path / "clf")
+    assert load_classifier(path).classes == 3
+    config = json.loads((path / "config.json").read_text())
+    for text, message in (
+        ("{not json", "config.json' is not valid JSON"),
+        (json.dumps({**config, "format": "condvae-pretrained"}), "is not a condvae config"),
+        (json.dumps({**config, "format_version": 7}), "has format_version 7, this condvae reads up to 1"),
+    ):
+        (path / "config.json").write_text(text)
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_classifier(path)
+        assert "\n" not in str(info.value)
+
+
+def test_other_kinds_are_pointed_to_their_loader(tmp_path: Path) -> None:
+    path = save_classifier(SmallCNN((1, 8, 8), classes=3, width=16), tmp_path / "clf")
+    with pytest.raises(
+        CheckpointError, match="is a 'small-cnn' model, not a VAE; load it with .*load_classifier"
+    ):
+        from_pretrained(path)
+    with pytest.raises(
+        CheckpointError, match="is a 'mlp' model, not a classifier; load it with condvae.load"
+    ):
+        load_classifier(VAES.directory / "mnist-mlp-z2")
+
+
+def test_the_listing_covers_every_kind() -> None:
+    text = describe()
+    assert {"model", "encoder", "pyramid", "classifier"} <= set(KINDS)
+    for kind in (VAES, ENCODERS, PYRAMIDS, CLASSIFIERS):
+        assert f"bundled {kind.title}s ({kind.loader}):" in text and bundled(kind)
+        assert all(f"\n{name}: " in text for name in bundled(kind))

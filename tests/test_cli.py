@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,10 @@ import pytest
 import torch
 
 from condvae import MLPVAE, save_pretrained
-from condvae.cli import main
+from condvae.cli import build_parser, config_from, main
+from condvae.partial.train import PartialTrainConfig
+from condvae.pyramid.train import PyramidTrainConfig
+from condvae.train import TrainConfig
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -272,3 +277,44 @@ def test_train_partial_encoder_then_inpaint_with_it(
     bad = ["train-partial-encoder", "--model", str(model), "--out", str(tmp_path / "x"), "--steps", "0"]
     code, _, err = _run([*bad, "--data-dir", str(synthetic_data)], capsys)
     _one_line_error(code, err, "steps: expected a positive integer")
+
+
+def _subparser(*command: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+@pytest.mark.parametrize(
+    "command, config",
+    [
+        (["train"], TrainConfig),
+        (["train-partial-encoder"], PartialTrainConfig),
+        (["pyramid", "train"], PyramidTrainConfig),
+    ],
+)
+def test_training_flags_are_the_config_fields(command: list[str], config: type) -> None:
+    """Every field but the model's arguments has a flag, and an empty command line gives its defaults."""
+    fields = [f for f in dataclasses.fields(config) if f.name != "model"]
+    options = _subparser(*command)._option_string_actions
+    assert all(f"--{f.name.replace('_', '-')}" in options for f in fields)
+    required = [f.name for f in fields if dataclasses.MISSING is f.default is f.default_factory]
+    args = build_parser().parse_args([*command, *[a for name in required for a in (f"--{name}", name)]])
+    assert config_from(args, config) == config(**{name: name for name in required})
+
+
+def test_older_flag_names_keep_their_meaning() -> None:
+    args = build_parser().parse_args(["train", "--dataset", "d", "--out", "o", "--kl-warmup", "7"])
+    assert args.kl_warmup_steps == 7
+    args = build_parser().parse_args(["train-partial-encoder", "--model", "m", "--out", "o"])
+    assert args.vae == "m"
+
+
+def test_demo_passes_the_mask_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import condvae.demo
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(condvae.demo, "run_demo", lambda *args, **kwargs: seen.update(kwargs))
+    assert main(["demo", "--mask", "random:0.3"]) == 0
+    assert seen["mask"] == "random:0.3"

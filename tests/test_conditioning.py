@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from condvae import MLPVAE, LinearGaussianVAE, wrap
-from condvae.conditioning import METHODS, condition
+from condvae.conditioning import condition
 from condvae.errors import CondVAEError
 from condvae.metrics import exact_query_log_likelihood, mmd
 
@@ -37,6 +37,7 @@ def _standardised_errors(model, x, mask, z):  # type: ignore[no-untyped-def]
     return float(mean_err), float(cov_err)
 
 
+@pytest.mark.slow
 def test_gvi_recovers_the_closed_form_posterior(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     post = condition(model, x, mask, method="gvi", steps=800, samples=32)
@@ -51,6 +52,7 @@ def test_gvi_recovers_the_closed_form_posterior(oracle) -> None:  # type: ignore
     assert float(gap.abs().max()) < 0.03
 
 
+@pytest.mark.slow
 def test_meanfield_reaches_its_known_optimum(oracle) -> None:  # type: ignore[no-untyped-def]
     """For a Gaussian target the mean-field optimum has the exact mean and variances 1/Lambda_ii."""
     model, x, mask = oracle
@@ -63,6 +65,7 @@ def test_meanfield_reaches_its_known_optimum(oracle) -> None:  # type: ignore[no
         assert float((q.variance / var - 1).abs().max()) < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "options", "tolerance"),
     [
@@ -81,6 +84,7 @@ def test_samplers_match_the_closed_form_moments(oracle, method: str, options: di
     assert mean_err < tolerance and cov_err < 2 * tolerance, (mean_err, cov_err)
 
 
+@pytest.mark.slow
 def test_importance_matches_the_closed_form_moments(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     # With a cross-coder as proposal the weights are nearly flat: tight moments.
@@ -101,19 +105,20 @@ def test_hmc_diagnostics(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     post = condition(model, x, mask, method="hmc", chains=2, warmup=200, draws=50, target_accept=0.8)
     d = post.diagnostics
-    assert d["acceptance_rate"].shape == (12,) and float(d["acceptance_rate"].min()) > 0.6
-    assert int(d["divergences"].sum()) == 0 and (d["step_size"] > 0).all()
+    assert d.acceptance_rate.shape == (12,) and float(d.acceptance_rate.min()) > 0.6
+    assert int(d.divergences.sum()) == 0 and (d.step_size > 0).all()
 
 
+@pytest.mark.slow
 def test_rejection_and_importance_estimate_the_evidence(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     exact = model.log_evidence(x, mask)
     rejection = condition(model, x, mask, method="rejection", budget=10_000_000)
     rejection.sample(2000)
-    assert float((rejection.diagnostics["log_evidence_estimate"] - exact).abs().max()) < 0.1
+    assert float((rejection.log_evidence() - exact).abs().max()) < 0.1
     proposal = condition(model, x, mask, method="planar", steps=300)
     importance = condition(model, x, mask, method="importance", particles=20000, proposal=proposal)
-    assert float((importance.log_evidence - exact).abs().max()) < 0.01
+    assert float((importance.log_evidence() - exact).abs().max()) < 0.01
 
 
 def test_rejection_stops_at_its_budget(oracle) -> None:  # type: ignore[no-untyped-def]
@@ -123,6 +128,7 @@ def test_rejection_stops_at_its_budget(oracle) -> None:  # type: ignore[no-untyp
         post.sample(5000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "tolerance"), [("planar", 0.05), ("gvi", 0.05), ("spline", 0.1), ("mixture", 0.1)]
 )
@@ -136,47 +142,24 @@ def test_flows_reach_the_evidence(oracle, method: str, tolerance: float) -> None
 def test_grid_is_exact_on_the_oracle(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     grid = condition(model, x, mask, method="grid")
-    torch.testing.assert_close(grid.log_evidence, model.log_evidence(x, mask).detach(), atol=2e-3, rtol=0)
+    torch.testing.assert_close(grid.log_evidence(), model.log_evidence(x, mask).detach(), atol=2e-3, rtol=0)
     exact_y = model.query_log_likelihood(x, mask).detach()
     torch.testing.assert_close(grid.exact_query_log_likelihood(x), exact_y, atol=2e-3, rtol=0)
     torch.testing.assert_close(exact_query_log_likelihood(model, x, mask), exact_y)
 
 
+@pytest.mark.slow
 def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     post = condition(model, x, mask, method="planar", layers=8, steps=300, lr=0.2)
-    assert float((post.w * post.u_hat()).sum(-1).min()) > -1.0
+    planar = [layer for layer in post.flow if hasattr(layer, "u_hat")]
+    assert len(planar) == 8
+    assert min(float((layer.w * layer.u_hat()).sum(-1).min()) for layer in planar) > -1.0
     _, log_q = post.sample_and_log_prob(10)
     assert torch.isfinite(log_q).all()
 
 
-@pytest.mark.parametrize(
-    "method",
-    ["gvi", "planar", "hmc", "importance", "rejection", "grid", "meanfield", "spline", "fcn", "mixture"],
-)
-def test_a_query_does_not_depend_on_its_batch_mates(oracle, method: str) -> None:  # type: ignore[no-untyped-def]
-    model, x, mask = oracle
-    # Fits are short: the flows with many parameters (spline, fcn) amplify float rounding
-    # (batched and single-query matmuls round differently) over hundreds of Adam steps, so a
-    # long fit of the same query alone and in a batch agrees in quality, not to the last bit.
-    options = {"hmc": {"warmup": 50, "draws": 20}, "importance": {}, "rejection": {}, "grid": {}}
-    options = options.get(method, {"steps": 10 if method in ("spline", "fcn") else 50})
-    together = condition(model, x, mask, method=method, seed=3, **options).sample(64)
-    alone = condition(model, x[5:6], mask[5:6], method=method, seed=3, **options).sample(64)
-    reordered = condition(model, x.flip(0), mask.flip(0), method=method, seed=3, **options).sample(64)
-    torch.testing.assert_close(alone[:, 0], together[:, 5], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(reordered[:, 12 - 1 - 5], together[:, 5], atol=1e-4, rtol=1e-4)
-
-
-def test_complete_pastes_the_evidence_back(oracle) -> None:  # type: ignore[no-untyped-def]
-    model, x, mask = oracle
-    post = condition(model, x, mask, method="gvi", steps=50)
-    completions = post.complete(7)
-    assert completions.shape == (7, 12, 8)
-    assert torch.equal(completions[:, mask], x[mask].expand(7, -1))
-    assert post.complete(3, mean=True).shape == (3, 12, 8)
-
-
+@pytest.mark.slow
 def test_mixture_finds_both_modes() -> None:
     """A decoder symmetric in z_1 (it sees |z_1|): p(z | x_o) has two mirror-image modes."""
     torch.manual_seed(0)
@@ -211,6 +194,7 @@ def test_mmd_separates_and_matches() -> None:
     assert float(shifted[1]) > 0.02 and float(shifted[2]) > float(shifted[1])
 
 
+@pytest.mark.slow
 def test_planar_is_close_to_the_grid_on_a_2d_decoder() -> None:
     """A nonlinear (MLP, Bernoulli) decoder with a 2-d latent: MMD of each method to the grid."""
     torch.manual_seed(0)
@@ -265,6 +249,7 @@ def test_bad_input(oracle) -> None:  # type: ignore[no-untyped-def]
         condition(model, x, mask, steps=0)
 
 
+@pytest.mark.slow
 def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, _ = oracle
     nothing = torch.zeros(2, 8, dtype=torch.bool)
@@ -274,22 +259,7 @@ def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-u
     assert float(q.mean.abs().max()) < 0.1 and float((q.covariance_matrix - torch.eye(2)).abs().max()) < 0.1
 
 
-def test_registry_lists_every_method() -> None:
-    expected = {
-        "meanfield",
-        "gvi",
-        "planar",
-        "fcn",
-        "spline",
-        "mixture",
-        "hmc",
-        "rejection",
-        "importance",
-        "grid",
-    }
-    assert expected <= set(METHODS)
-
-
+@pytest.mark.slow
 def test_exact_reference_for_a_larger_latent() -> None:
     """The IS reference of log p(y | x_o) (latent > 2) against the linear-Gaussian closed form."""
     model = LinearGaussianVAE.random(data_dim=10, latent_dim=3, noise=0.5, seed=6).requires_grad_(False)

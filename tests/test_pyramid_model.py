@@ -100,7 +100,7 @@ def test_greedy_training_improves_every_level_and_saves(tmp_path) -> None:
             torch.manual_seed(1)
             new = float(model.level_elbo(level, x).mean())
             assert new > old + 5, (level, old, new)
-    back = condvae.from_pretrained(tmp_path / "run" / "model")
+    back = condvae.load_pyramid(tmp_path / "run" / "model")
     torch.testing.assert_close(back.reconstruct(x[:4]), model.reconstruct(x[:4]))
 
 

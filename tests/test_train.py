@@ -14,7 +14,8 @@ import torch
 from condvae import from_pretrained
 from condvae.checkpoint import read_tensors
 from condvae.errors import CheckpointError, CondVAEError
-from condvae.train import CHECKPOINT, TrainConfig, train
+from condvae.loop import CHECKPOINT
+from condvae.train import TrainConfig, train
 
 ARGS = [
     "--dataset",

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipes import RECIPES
 
 import condvae
-from condvae.checkpoint import read_config
 from condvae.demo import run_demo
 from condvae.evaluate import evaluate_dataset
-from condvae.recipes import RECIPES
-from condvae.zoo import PRETRAINED_DIR, bundled_models, describe_bundled
+from condvae.store import PRETRAINED_DIR, VAES, bundled, describe, read_config
 
 
 def _metric(card: dict, prefix: str) -> float:
@@ -20,7 +19,7 @@ def _metric(card: dict, prefix: str) -> float:
 
 
 def test_every_recipe_is_bundled() -> None:
-    assert bundled_models() == sorted(RECIPES)
+    assert bundled(VAES) == sorted(RECIPES)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -36,8 +35,8 @@ def test_bundled_model_loads_and_is_documented(name: str) -> None:
     with torch.no_grad():
         z = model.prior.sample((3,))
         assert model.decode(z).batch_shape == (3, *model.data_shape)
-    assert read_config(PRETRAINED_DIR / name)["model"] == model.config()
-    assert name in describe_bundled()
+    assert read_config(VAES, name)["model"] == model.config()
+    assert name in describe()
 
 
 def test_latent50_model_meets_the_nll_target() -> None:

@@ -21,7 +21,7 @@ from condvae.masks import make_mask
 from condvae.metrics import exact_query_log_likelihood
 from condvae.partial.pretrained import find_bundled
 from condvae.plotting import save_completions
-from condvae.zoo import load
+from condvae.store import from_pretrained
 
 DEMO_METHODS = {"gvi": {"steps": 300}, "planar": {"steps": 300}, "mixture": {"steps": 300}}
 AMORTIZED = {"ipa": {}, "semi": {}}  # shown when the model has a bundled partial encoder
@@ -38,7 +38,7 @@ def run_demo(
 ) -> list[dict[str, float | str]]:
     if n < 1:
         raise CondVAEError(f"n: expected a positive number of images, got {n}")
-    model = load(model_name, device=device)
+    model = from_pretrained(model_name, device=device)
     card = getattr(model, "card", {}) or {}
     dataset = card.get("dataset")
     if not dataset:

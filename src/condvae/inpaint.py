@@ -15,44 +15,12 @@ from typing import Any
 import torch
 
 from condvae.conditioning import METHODS, condition
-from condvae.data import fixed_binarize, load_image
 from condvae.errors import CondVAEError
-from condvae.evaluate import load_model_dataset
+from condvae.evaluate import load_query_image
 from condvae.masks import make_mask
 from condvae.metrics import exact_query_log_likelihood
 from condvae.models import VAE
 from condvae.plotting import save_completions
-
-
-def load_query_image(model: VAE, spec: str, data_dir: str | None = None) -> torch.Tensor:
-    """``dataset:split:index`` or an image file, as the model sees it ``[1, *data_shape]``."""
-    if ":" in spec and not Path(spec).exists():
-        parts = spec.split(":")
-        if len(parts) != 3 or not parts[2].isdigit():
-            raise CondVAEError(f"image: expected dataset:split:index or a PNG/JPEG file, got {spec!r}")
-        data = load_model_dataset(model, parts[0], parts[1], data_dir)
-        index = int(parts[2])
-        if index >= len(data):
-            raise CondVAEError(
-                f"image: index {index} is past the {len(data)} images of {parts[0]}:{parts[1]}"
-            )
-        x = data.x[index : index + 1]
-    else:
-        if not Path(spec).is_file():
-            raise CondVAEError(f"image: {spec!r} is not a file nor dataset:split:index")
-        from PIL import Image
-
-        with Image.open(spec) as img:
-            size = (img.height, img.width)
-        expected = model.data_shape[-2:]
-        if size != tuple(expected):
-            raise CondVAEError(
-                f"image: {spec!r} is {size[0]}x{size[1]}, the model expects {expected[0]}x{expected[1]}"
-            )
-        x = torch.from_numpy(load_image(spec, size, model.data_shape[0])).float()[None] / 255
-    if getattr(getattr(model, "likelihood", None), "name", None) == "bernoulli":
-        x = fixed_binarize(x)
-    return x
 
 
 def inpaint(

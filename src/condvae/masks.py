@@ -15,7 +15,7 @@
 | ``~SPEC``            | the complement of SPEC (e.g. ``~box:4,4,20,20`` hides a box)       |
 | ``PATH.png``         | the white pixels of a PNG of the image's size                     |
 
-The ``mixture`` is what partial encoders train on (design.md §4.3, paper 000): random
+The ``mixture`` is what partial encoders train on (as IPA does: Harvey et al. 2022): random
 pixels at a uniform rate, rectangles, halves, quadrants and brush strokes, each kind shown as
 itself or as its complement, so that the observed fraction spreads over all of [0, 1].
 Feature vectors (data shape ``(D,)``) take the ``random`` kinds only; ``mixture`` is then

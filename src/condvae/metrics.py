@@ -1,7 +1,8 @@
-"""Metrics of design.md §6, defined once.
+"""The evaluation metrics, defined once.
 
-- ``c_elbo``: E_q[log p(x_o, z) - log q(z)] <= log p(x_o) (higher is better; paper 001).
-- ``query_log_likelihood``: log (1/M) sum_m p(y_true | z_m), z_m ~ q (paper 001 §4.3).
+- ``Posterior.c_elbo``: E_q[log p(x_o, z) - log q(z)] <= log p(x_o) (higher is better) and
+  ``Posterior.query_log_likelihood``: log (1/M) sum_m p(y_true | z_m), z_m ~ q (Wu, Domke &
+  Sanner, "Conditional Inference in Pre-trained Variational Autoencoders via Cross-coding", 2018).
 - ``exact_query_log_likelihood``: its ceiling log p(y_true | x_o) = log p(x) - log p(x_o):
   closed form for the linear-Gaussian model, the grid for 2-d latents, else an
   importance-sampling estimate (log p(x) with the encoder on the full item as proposal,
@@ -9,7 +10,8 @@
 - ``mmd``: squared maximum mean discrepancy between two sample sets per query, RBF kernel
   with the median-heuristic bandwidth (Gretton et al. 2012), unbiased estimator.
 - ``coverage``: min over K completions of the root-mean-square distance to the true image on
-  the query dims (the analogue of IPA's LPIPS-GT, paper 000, without a downloaded network):
+  the query dims (the analogue of the LPIPS-GT of Harvey, Naderiparizi & Wood, "Conditional
+  Image Generation by Conditioning Variational Auto-Encoders", 2022, without a downloaded network):
   low when some completion is close to the truth, i.e. when the method covers it.
 - ``diversity``: mean RMS distance between pairs of completions on the query dims.
 - ``frechet_distance``: ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2}) between Gaussians
@@ -19,22 +21,16 @@
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import numpy as np
 import torch
 
-from condvae.conditioning import Posterior, condition
+from condvae.conditioning import condition
+from condvae.conditioning.grid import Grid
 from condvae.errors import CondVAEError
 from condvae.evaluate import iw_log_likelihood
 from condvae.models import VAE, LinearGaussianVAE
-
-
-def c_elbo(posterior: Posterior, n: int = 500) -> torch.Tensor:
-    return posterior.c_elbo(n)
-
-
-def query_log_likelihood(posterior: Posterior, x_true: torch.Tensor, n: int = 500) -> torch.Tensor:
-    return posterior.query_log_likelihood(x_true, n)
 
 
 def exact_query_log_likelihood(
@@ -45,15 +41,15 @@ def exact_query_log_likelihood(
         with torch.no_grad():
             return vae.query_log_likelihood(x.to(vae.device), mask.to(vae.device))
     if vae.latent_dim == 2:
-        grid = condition(vae, x, mask, method="grid", size=grid_size)
-        return grid.exact_query_log_likelihood(x)  # type: ignore[attr-defined]
+        grid = cast(Grid, condition(vae, x, mask, method="grid", size=grid_size))
+        return grid.exact_query_log_likelihood(x)
     x = x.to(vae.device)
     log_px = iw_log_likelihood(vae, x, particles)  # encoder q(z | x) on the full item (no grad)
     # log p(x_o): the encoder on zero-filled evidence is a poor proposal (it reads the zeros as
     # observed); a fitted mixture cross-coder covers p(z | x_o) far better (higher ESS).
     proposal = condition(vae, x, mask, method="mixture", steps=300)
     evidence = condition(vae, x, mask, method="importance", particles=particles, proposal=proposal)
-    return log_px - evidence.log_evidence  # type: ignore[attr-defined]
+    return log_px - evidence.log_evidence()
 
 
 def mmd(a: torch.Tensor, b: torch.Tensor, bandwidth: torch.Tensor | None = None) -> torch.Tensor:

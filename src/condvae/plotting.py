@@ -54,7 +54,7 @@ BLUE = torch.tensor([0.1, 0.35, 1.0])
 
 
 def overlay_evidence(image: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """RGB ``[3, H, W]``: a grey image with the evidence painted over it, as paper 001 draws it:
+    """RGB ``[3, H, W]``: a grey image with the evidence painted over it, as Wu et al. (2018) draw it:
     observed white (>= 0.5) in orange, observed black in blue."""
     grey = image.detach().cpu().float().clamp(0, 1)
     rgb = grey.expand(3, *grey.shape[-2:]).clone() if grey.shape[0] == 1 else grey.clone()
@@ -85,28 +85,3 @@ def save_completions(
         cells += [overlay_evidence(completions[i, b], x[b], mask[b]) for i in range(n)]
         rows.append((labels[b] if labels else f"query {b}", torch.stack(cells)))
     return save_rows(rows, path)
-
-
-def plot_latent_posterior(
-    grid: object, samples: dict[str, torch.Tensor], query: int, path: str | Path, title: str = ""
-) -> Path:
-    """Contour of the exact grid posterior of one 2-d query, with each method's samples on top.
-
-    ``grid`` is a fitted ``grid`` Posterior; ``samples`` maps a method name to z ``[n, B, 2]``.
-    """
-    z = grid.z[:, query].cpu()  # type: ignore[attr-defined]
-    size = grid.size  # type: ignore[attr-defined]
-    density = grid.log_mass[:, query].exp().cpu().reshape(size, size)  # type: ignore[attr-defined]
-    gx, gy = z[:, 0].reshape(size, size), z[:, 1].reshape(size, size)
-    n_panels = len(samples)
-    fig, axes = plt.subplots(1, n_panels, figsize=(3.2 * n_panels, 3.2), squeeze=False)
-    for ax, (name, zs) in zip(axes[0], samples.items(), strict=True):
-        ax.contourf(gx.numpy(), gy.numpy(), density.numpy(), levels=12, cmap="Greys")
-        pts = zs[:, query].detach().cpu()
-        ax.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=3, alpha=0.5, color="tab:orange")
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)

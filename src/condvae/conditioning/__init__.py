@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -13,11 +12,9 @@ from condvae.conditioning import (  # noqa: F401  (registers the methods)
     grid,
     hmc,
     importance,
-    ipa,
     mixture,
     planar,
     rejection,
-    semi,
     spline,
 )
 from condvae.conditioning.base import Posterior, Query
@@ -39,28 +36,19 @@ def condition(
 
     ``x`` is ``[B, *data_shape]`` (values where ``mask`` is False are ignored and may be NaN),
     ``mask`` a bool tensor of the same shape, True = observed. ``options`` go to the method
-    (e.g. ``steps``, ``samples``, ``lr``, ``layers``). Query i's result depends only on its own
-    evidence, mask and ``seed``, never on its batch mates.
+    (e.g. ``steps``, ``samples``, ``lr``, ``layers``; ``help(condvae.METHODS[method])`` lists
+    them). Query i's result depends only on its own evidence, mask and ``seed``, never on its
+    batch mates. ``vae`` must follow the protocol of ``condvae.models.VAE``.
     """
     if method not in METHODS:
         raise CondVAEError(f"method: unknown {method!r}; expected one of {sorted(METHODS)}")
     cls = METHODS[method]
-    allowed = _options_of(cls)
-    unknown = sorted(set(options) - set(allowed))
+    unknown = sorted(set(options) - set(cls.options()))
     if unknown:
-        raise CondVAEError(f"options: {unknown} not known to method {method!r} (it takes {sorted(allowed)})")
+        raise CondVAEError(f"options: {unknown} not known to method {method!r} (it takes {cls.options()})")
     query = Query(vae, x, mask, seed=seed)
     with frozen(vae), torch.enable_grad():  # fitting needs gradients even inside a caller's no_grad
         return cls.fit(query, **options)
-
-
-def _options_of(cls: type[Posterior]) -> list[str]:
-    names: list[str] = []
-    for fn in (cls.fit, cls.__init__):
-        for p in inspect.signature(fn).parameters.values():
-            if p.name not in ("self", "cls", "query") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                names.append(p.name)
-    return names
 
 
 __all__ = ["METHODS", "Posterior", "Query", "condition", "register"]

@@ -3,36 +3,76 @@
 A query is an item ``x`` and a ``mask`` (True = observed, the evidence x_o); the rest is the
 query y = x_u. Every method approximates p(z | x_o) ∝ p(z) p(x_o | z), with
 ``log p(x_o | z) = sum_d m_d log p(x_d | z)`` (the likelihood factorises over dimensions),
-and answers with samples of z, completions of x, and the metrics of design.md §6:
+and answers with samples of z, completions of x and two metrics (Wu, Domke & Sanner,
+"Conditional Inference in Pre-trained Variational Autoencoders via Cross-coding", 2018):
 
-    C-ELBO(q)       = E_q[ log p(x_o, z) - log q(z) ]  <= log p(x_o)     (paper 001, eq. 6)
-    query log-lik   = log (1/M) sum_m p(y_true | z_m),  z_m ~ q            (paper 001, §4.3)
+    C-ELBO(q)       = E_q[ log p(x_o, z) - log q(z) ]  <= log p(x_o)
+    query log-lik   = log (1/M) sum_m p(y_true | z_m),  z_m ~ q
 
-Methods are registered by name (``@register("gvi")``); ``condvae.condition`` looks them up,
-checks the options against the method's ``fit`` signature and returns its Posterior.
+Methods are registered by name (``@register("gvi")``); every option is a keyword argument of
+the method's constructor, and ``condvae.condition`` builds the method and runs its fit.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
+import inspect
 import math
 import time
 from typing import Any, ClassVar
 
 import torch
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-from condvae.conditioning.noise import counter_normal, query_keys
 from condvae.errors import CondVAEError
 from condvae.models import VAE
+from condvae.streams import Stream, query_keys
 
-SAMPLE_COUNTER = 1 << 40  # sampling streams start here, far from the fitting steps
+# What conditioning reads of a model: condvae.models.VAE's protocol, checked by duck typing.
+PROTOCOL = "prior decode encode log_likelihood prepare likelihood data_shape latent_dim device".split()
+
+
+def check_vae(vae: object) -> None:
+    """Refuse, in one line, anything that is not a conditionable VAE."""
+    missing = [name for name in PROTOCOL if not hasattr(vae, name)]
+    if missing:
+        raise CondVAEError(
+            "vae: expected a VAE (prior, decode(z) giving a per-dimension p(x | z), log_likelihood(x, z, "
+            f"mask), data_shape, latent_dim: see condvae.models.VAE), got {type(vae).__name__} "
+            f"without {', '.join(missing)}"
+        )
+
+
+def reparameterize(dist: Distribution, eps: torch.Tensor) -> torch.Tensor:
+    """The draw of ``dist`` driven by standard normals ``eps`` ``[n, *batch, d]``.
+
+    Gaussians and any distribution with ``from_noise`` (the top-down chains of hierarchical
+    VAEs), so that per-query noise drives draws from every model's prior, not only N(0, I).
+    """
+    if isinstance(dist, MultivariateNormal):
+        return dist.loc + (dist.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return dist.base_dist.loc + dist.base_dist.scale * eps
+    from_noise = getattr(dist, "from_noise", None)
+    if from_noise is None:
+        raise TypeError(f"cannot draw a {type(dist).__name__} from standard normal noise")
+    return from_noise(eps)
 
 
 class Query:
-    """A validated batch of queries: ``x`` [B, *data_shape] (0 where unobserved), bool ``mask``."""
+    """A validated batch of B queries for ``vae``.
+
+    Arguments:
+        vae: the pretrained model (the protocol of ``condvae.models.VAE``).
+        x: items ``[B, *data_shape]`` (or one item); values where ``mask`` is False are ignored.
+        mask: bool, the shape of ``x`` (or of one item, shared), True = observed (the evidence).
+        seed: with each query's evidence and mask, the key of its random streams.
+    """
 
     def __init__(self, vae: VAE, x: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> None:
+        check_vae(vae)
         if not isinstance(x, torch.Tensor):
             raise CondVAEError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if not isinstance(mask, torch.Tensor):
@@ -69,8 +109,7 @@ class Query:
 
     @functools.cached_property
     def prepared(self) -> Any:
-        """The model's fast path for this evidence, if any; built on first use (methods that
-        never evaluate the decoder, like ``ipa``, never pay for it)."""
+        """The model's fast path for this evidence, built on first use (``ipa`` never pays for it)."""
         with torch.no_grad():
             return self.vae.prepare(self.x, self.mask)
 
@@ -82,44 +121,83 @@ class Query:
     def latent_dim(self) -> int:
         return self.vae.latent_dim
 
-    def noise(self, counter: int, n: int) -> torch.Tensor:
-        """Standard normals [n, B, d], a function of each query's key and ``counter``."""
-        return counter_normal(self.keys, counter, (n, self.batch, self.latent_dim), self.vae.device)
+    def stream(self, name: str) -> Stream:
+        """The named random stream of these queries (see ``condvae.streams``)."""
+        return Stream(self.keys, name, self.vae.device)
 
     def log_joint(self, z: torch.Tensor) -> torch.Tensor:
         """log p(x_o, z) = log p(z) + sum_d m_d log p(x_d | z), shape ``z.shape[:-1]``."""
         return self.vae.prior.log_prob(z) + self.vae.log_likelihood(self.x, z, self.mask, self.prepared)
 
 
+@dataclasses.dataclass
+class Diagnostics:
+    """What a fit reports; each method extends it with a dataclass of its own fields.
+
+    Fields read as attributes (``post.diagnostics.seconds``) or, for scripts, as keys
+    (``post.diagnostics["seconds"]``).
+    """
+
+    method: str = ""
+    seconds: float = 0.0
+    decoder_evaluations_per_query: int = 0
+    note: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+
 class Posterior(abc.ABC):
-    """An approximation q(z) of p(z | x_o) for each of B queries."""
+    """An approximation q(z) of p(z | x_o) for each of the B queries of ``query``.
+
+    A method subclasses it with every option a keyword argument of ``__init__`` (validated
+    there), does its work in ``run()`` and draws with ``sample(n)``; ``condvae.condition``
+    builds it, runs it and times it. Each ``sample`` call reads a fresh block
+    (``draw_index()``) of the query's named streams, so query i's draws never depend on its
+    batch mates.
+    """
 
     name: ClassVar[str] = ""
     exact: ClassVar[bool] = False  # samples are exact draws from p(z | x_o)
+    diagnostics_type: ClassVar[type[Diagnostics]] = Diagnostics
 
     def __init__(self, query: Query) -> None:
         self.query = query
-        self.diagnostics: dict[str, Any] = {"method": self.name}
+        self.diagnostics = self.diagnostics_type(method=self.name)
         if bool(query.prior_only.any()):
-            self.diagnostics["note"] = "some queries observe nothing: their posterior is the prior"
+            self.diagnostics.note = "some queries observe nothing: their posterior is the prior"
         self._draws = 0
 
     @classmethod
+    def options(cls) -> list[str]:
+        """The method's options: its constructor's keyword arguments."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+
+    def draw_index(self) -> int:
+        """A fresh index into this posterior's sampling streams: each sample() call gets its own."""
+        self._draws += 1
+        return self._draws
+
+    @classmethod
     def fit(cls, query: Query, **options: Any) -> Posterior:
-        """Build the posterior for ``query`` (options are the constructor's) and run it."""
-        post = cls(query, **options)
-        with Timer() as timer, torch.no_grad():
+        """Construct the method with its options, run it and time it."""
+        post, start = cls(query, **options), time.perf_counter()
+        with torch.no_grad():
             post.run()
-        post.diagnostics["seconds"] = timer.seconds
+        post.diagnostics.seconds = time.perf_counter() - start
         return post
 
     def run(self) -> None:  # noqa: B027 (an optional hook, not an abstract method)
         """The method's work at fit time (sampling, tabulating, finding a bound); none by default."""
-
-    # -- sampling ------------------------------------------------------------------------
-    def _next_counter(self) -> int:
-        self._draws += 1
-        return SAMPLE_COUNTER + self._draws
 
     @abc.abstractmethod
     def sample(self, n: int) -> torch.Tensor:
@@ -132,6 +210,10 @@ class Posterior(abc.ABC):
     def sample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log q(z), ``[n, B, d]`` and ``[n, B]`` (methods with a density)."""
         raise CondVAEError(f"method {self.name!r} gives samples without a density (no C-ELBO)")
+
+    def log_evidence(self) -> torch.Tensor:
+        """An estimate of log p(x_o) per query, ``[B]`` (grid, importance, rejection)."""
+        raise CondVAEError(f"method {self.name!r} does not estimate log p(x_o); use grid or importance")
 
     @property
     def has_density(self) -> bool:
@@ -157,7 +239,7 @@ class Posterior(abc.ABC):
 
     @torch.no_grad()
     def query_log_likelihood(self, x_true: torch.Tensor, n: int = 500) -> torch.Tensor:
-        """log (1/n) sum_m p(y_true | z_m), z_m ~ q: paper 001's query marginal likelihood, ``[B]``."""
+        """log (1/n) sum_m p(y_true | z_m), z_m ~ q: the query marginal likelihood, ``[B]``."""
         _check_n(n)
         x_true = x_true.to(self.query.x.device, torch.float32).reshape(self.query.x.shape)
         y_mask = ~self.query.mask
@@ -169,14 +251,3 @@ class Posterior(abc.ABC):
 def _check_n(n: int) -> None:
     if not isinstance(n, int) or n < 1:
         raise CondVAEError(f"n: expected a positive number of samples, got {n!r}")
-
-
-class Timer:
-    """Wall time of a fit, recorded in the diagnostics."""
-
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start

@@ -1,33 +1,17 @@
-"""Exact posterior of a 2-d latent on a fine grid: the ground truth for every other method.
-
-p(z | x_o) ∝ p(z) p(x_o | z) is evaluated on a coarse grid over [-extent, extent]^2 shared by
-all queries (one decoder pass serves every query), then on a fine ``size`` x ``size`` grid over
-each query's own box (the cells holding all but e^-30 of the coarse mass, plus one cell). The
-density is taken as constant within a cell, so
-
-    log p(x_o) ≈ logsumexp_g log p(x_o, z_g) + log(cell area),
-
-samples pick a cell by its mass and a uniform point inside it, and log q(z) is the cell's
-mass over its area. The error is that of a midpoint rule with cells a few hundredths of a
-prior standard deviation wide.
-"""
+"""Exact posterior of a 2-d latent on a fine grid: the ground truth for every other method."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 
-from condvae.conditioning.base import Posterior, Query
+from condvae.conditioning.base import Diagnostics, Posterior, Query
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 from condvae.models import VAE
-
-
-def _uniform(query: Query, counter: int, n: int) -> torch.Tensor:
-    """Per-query uniforms [n, B, 2] from the query's normal stream (Phi(eps))."""
-    return torch.special.ndtr(query.noise(counter, n)).clamp(1e-7, 1 - 1e-7)
 
 
 def log_likelihood_table(
@@ -41,21 +25,50 @@ def log_likelihood_table(
     return torch.cat(rows)
 
 
+@dataclasses.dataclass
+class GridDiagnostics(Diagnostics):
+    cells: int = 0
+
+
 @register("grid")
 class Grid(Posterior):
-    exact = True
+    """p(z | x_o) ∝ p(z) p(x_o | z) tabulated on a grid, for models with a 2-d latent.
 
-    def __init__(self, query: Query, size: int = 200, extent: float = 6.0) -> None:
+    A coarse grid over [-extent, extent]^2 shared by all queries (one decoder pass serves
+    them all) finds each query's box (the cells holding all but e^-30 of the coarse mass,
+    plus one cell); a fine ``size`` x ``size`` grid over that box gives the answer. The
+    density is taken as constant within a cell (a midpoint rule), so
+
+        log p(x_o) ≈ logsumexp_g log p(x_o, z_g) + log(cell area)    (``log_evidence()``),
+
+    samples pick a cell by its mass and a uniform point inside it, and log q(z) is the
+    cell's mass over its area.
+
+    Arguments:
+        size: cells per axis of the fine grid (at least 8).
+        extent: half-width of the coarse grid, in prior standard deviations.
+    """
+
+    exact = True
+    diagnostics_type = GridDiagnostics
+    diagnostics: GridDiagnostics
+
+    def __init__(self, query: Query, *, size: int = 200, extent: float = 6.0) -> None:
         super().__init__(query)
         if query.latent_dim != 2:
             raise CondVAEError(f"method: 'grid' needs a 2-d latent, this model has {query.latent_dim}")
         if not isinstance(size, int) or size < 8:
             raise CondVAEError(f"size: expected a grid size of at least 8, got {size!r}")
+        if not extent > 0:
+            raise CondVAEError(f"extent: expected a positive half-width, got {extent!r}")
         self.size, self.extent = size, float(extent)
 
     def run(self) -> None:
         self._build()
-        self.diagnostics.update(cells=self.size * self.size, log_evidence=self.log_evidence)
+        self.diagnostics.cells = self.size * self.size
+
+    def log_evidence(self) -> torch.Tensor:
+        return self._log_evidence
 
     def _axis_points(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Cell centres of a size x size grid per query over [lo, hi] boxes: [G, B, 2]."""
@@ -87,7 +100,7 @@ class Grid(Posterior):
             q.vae, q.x, q.mask, self.z, q.prepared
         )
         self.cell_area = ((hi - lo) / self.size).prod(-1)  # [B]
-        self.log_evidence = torch.logsumexp(self.log_joint, 0) + self.cell_area.log()
+        self._log_evidence = torch.logsumexp(self.log_joint, 0) + self.cell_area.log()
         self.log_mass = torch.log_softmax(self.log_joint, 0)  # [G, B]
 
     def _cell_of(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,12 +111,9 @@ class Grid(Posterior):
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        counter = self._next_counter()
-        u = _uniform(self.query, counter, n)
-        pick = torch.special.ndtr(self.query.noise(counter + (1 << 20), n)[..., 0])  # [n, B]
-        cdf = torch.cumsum(self.log_mass.exp(), 0).T.contiguous()  # [B, G]
-        cdf = cdf / cdf[:, -1:]
-        index = torch.searchsorted(cdf, pick.T.contiguous()).clamp_max(cdf.shape[1] - 1).T  # [n, B]
+        draw = self.draw_index()
+        index = self.query.stream("grid/cell").categorical(self.log_mass.exp().T, n, index=draw)  # [n, B]
+        u = self.query.stream("grid/offset").uniform(n, 2, index=draw)
         centres = torch.gather(self.z, 0, index[..., None].expand(-1, -1, 2))
         width = (self.hi - self.lo) / self.size
         return centres + (u - 0.5) * width

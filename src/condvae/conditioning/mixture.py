@@ -1,86 +1,82 @@
-"""Mixture-of-Gaussians cross-coder: K full-covariance components per query.
-
-    q(z) = sum_k pi_k N(z; mu_k, L_k L_k^T)
-    C-ELBO = sum_k pi_k E_{eps}[ log p(x_o, mu_k + L_k eps) - log q(mu_k + L_k eps) ]
-
-Each component is reparameterised separately and weighted by its (learned, softmax) mixture
-weight: the stratified estimator of Morningstar et al. (2021), unbiased with gradients for
-both the components and the weights. With sparse evidence p(z | x_o) is often multimodal; a
-single Gaussian or a short flow then drops modes, and a dropped mode that holds the truth
-costs many nats of query likelihood. The components start at K prior draws with half the
-prior's scale, so they begin spread over the region the posterior can occupy.
-"""
+"""The mixture cross-coder: K full-covariance Gaussian components per query."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from torch.distributions import MultivariateNormal
+from torch import nn
 
 from condvae.conditioning.base import Query
 from condvae.conditioning.registry import register
-from condvae.conditioning.variational import FlowPosterior
+from condvae.conditioning.transforms import Affine, TrilAffineTransform
+from condvae.conditioning.variational import CrossCoder
 from condvae.errors import CondVAEError
-
-_SOFTPLUS_INV_HALF = math.log(math.exp(0.5) - 1)
 
 
 @register("mixture")
-class Mixture(FlowPosterior):
-    def __init__(self, query: Query, components: int = 8) -> None:
-        super().__init__(query)
+class Mixture(CrossCoder):
+    """q(z) = sum_k pi_k N(z; mu_k, L_k L_k^T), fitted on the stratified C-ELBO
+
+        C-ELBO = sum_k pi_k E_eps[ log p(x_o, mu_k + L_k eps) - log q(mu_k + L_k eps) ],
+
+    each component reparameterised separately and weighted by its softmax weight pi_k: unbiased,
+    with gradients for the components and the weights. With sparse evidence p(z | x_o) is often
+    multimodal; a single Gaussian or a short flow then drops modes, and a dropped mode that holds
+    the truth costs many nats of query likelihood. The components start at K prior draws with
+    half the prior's scale, so they begin spread over the region the posterior can occupy.
+
+    Arguments:
+        steps: Adam steps; lr: Adam's learning rate.
+        samples: C-ELBO draws per step, split over the components (one each at least).
+        components: K, the number of Gaussians.
+
+    References:
+        Morningstar, Vikram, Ham, Gallagher & Dillon, "Automatic Differentiation Variational
+        Inference with Mixtures", AISTATS 2021, arXiv:2003.01687.
+    """
+
+    def __init__(
+        self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05, components: int = 8
+    ) -> None:
+        super().__init__(query, steps=steps, samples=samples, lr=lr)
         if not isinstance(components, int) or components < 1:
             raise CondVAEError(f"components: expected a positive integer, got {components!r}")
-        b, d, k = query.batch, query.latent_dim, components
-        self.components = k
-        self.loc = self._param(query.noise(-7, k).permute(1, 0, 2))  # [B, K, d]
-        self.raw_tril = self._param(torch.diag_embed(torch.full((b, k, d), _SOFTPLUS_INV_HALF)))
-        self.logits = self._param(torch.zeros(b, k))
+        b, d, device = query.batch, query.latent_dim, query.vae.device
+        start = query.stream("mixture/init").normal(components, d).transpose(0, 1)  # [B, K, d]
+        self.gaussians = Affine(start, 0.5 * torch.eye(d, device=device).expand(b, components, d, d))
+        self.logits = nn.Parameter(torch.zeros(b, components, device=device))
 
-    def scale_tril(self) -> torch.Tensor:
-        raw = self.raw_tril
-        diag = torch.nn.functional.softplus(torch.diagonal(raw, dim1=-2, dim2=-1)) + 1e-5
-        return torch.tril(raw, diagonal=-1) + torch.diag_embed(diag)
+    def parameters(self) -> list[torch.Tensor]:
+        return [*self.gaussians.parameters(), self.logits]
 
     def components_log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log pi_k + log N(z; mu_k, Sigma_k) for z [..., B, d] -> [..., B, K]."""
-        dist = MultivariateNormal(self.loc, scale_tril=self.scale_tril())
-        return torch.log_softmax(self.logits, -1) + dist.log_prob(z.unsqueeze(-2))
+        """log pi_k + log N(z; mu_k, L_k L_k^T) for z [..., B, d] -> [..., B, K]."""
+        gaussians = self.gaussians()
+        eps = gaussians.inv(z.unsqueeze(-2))
+        log_n = -0.5 * (eps**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+        return torch.log_softmax(self.logits, -1) + log_n - gaussians.log_abs_det_jacobian(eps, z)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.components_log_prob(z), -1)
 
-    def transform(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise CondVAEError("method 'mixture' is not a single push-forward of eps; use sample()")
-
-    def _per_component(self, eps: torch.Tensor) -> torch.Tensor:
-        """eps [S, B, K, d] -> z [S, B, K, d] from each component."""
-        return self.loc + torch.einsum("bkij,sbkj->sbki", self.scale_tril(), eps)
-
-    def _noise(self, counter: int, n: int) -> torch.Tensor:
-        k = self.components
-        return self.query.noise(counter, n * k).reshape(n, k, self.query.batch, -1).transpose(1, 2)
-
-    def objective(self, step: int, samples: int) -> torch.Tensor:
-        """The stratified C-ELBO per query, ``samples`` split over the components, ``[B]``."""
-        per_component = max(1, samples // self.components)
-        z = self._per_component(self._noise(step, per_component))  # [S, B, K, d]
-        log_q = self.log_prob(z.transpose(1, 2)).transpose(1, 2)  # [S, B, K]
-        log_joint = self.query.log_joint(z.transpose(1, 2)).transpose(1, 2)  # [S, B, K]
-        weights = torch.softmax(self.logits, -1)
-        return ((log_joint - log_q).mean(0) * weights).sum(-1)
+    def objective(self, step: int) -> torch.Tensor:
+        """The stratified C-ELBO per query, the samples split over the components, ``[B]``."""
+        k = self.logits.shape[-1]
+        n = max(1, self.diagnostics.samples // k)
+        eps = self.query.stream("flow/eps").normal(n * k, self.query.latent_dim, step).unflatten(0, (n, k))
+        z = self.gaussians()(eps.transpose(1, 2)).transpose(1, 2)  # [n, K, B, d]: n draws per component
+        gap = self.query.log_joint(z) - self.log_prob(z)  # [n, K, B]
+        return (gap.mean(0).T * torch.softmax(self.logits, -1)).sum(-1)
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        counter = self._next_counter()
-        u = torch.special.ndtr(self.query.noise(counter + (1 << 24), n)[..., 0])  # [n, B]
-        cdf = torch.cumsum(torch.softmax(self.logits, -1), -1)  # [B, K]
-        pick = torch.searchsorted(cdf, u.T.contiguous()).clamp_max(self.components - 1).T  # [n, B]
-        eps = self.query.noise(counter, n)
-        loc = torch.gather(self.loc, 1, pick.T[..., None].expand(-1, -1, eps.shape[-1])).transpose(0, 1)
-        tril = self.scale_tril()[torch.arange(self.query.batch)[:, None], pick.T].transpose(0, 1)
-        return loc + torch.einsum("nbij,nbj->nbi", tril, eps)
+        index = self.draw_index()
+        weights = torch.softmax(self.logits, -1)
+        pick = self.query.stream("mixture/pick").categorical(weights, n, index)  # [n, B]
+        rows = torch.arange(self.query.batch, device=pick.device)
+        chosen = TrilAffineTransform(self.gaussians.loc[rows, pick], self.gaussians.scale_tril()[rows, pick])
+        return chosen(self.query.stream("mixture/sample").normal(n, self.query.latent_dim, index))
 
     @torch.no_grad()
     def sample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,27 +1,27 @@
-"""Cross-coding (paper 001, Algorithm 1): per-query variational inference over z.
+"""Cross-coding: per-query variational inference over z, fitted by Adam on the C-ELBO.
 
-q_psi(z) is the push-forward of eps ~ N(0, I) through an invertible map T_psi, one map per
-query (every parameter has a leading B axis). Maximise, by reparameterised gradients and Adam,
-
-    C-ELBO(psi) = E_eps[ log p(x_o, T(eps)) + log |det dT/d eps| ] + H[N(0, I)]
-
-which lower-bounds log p(x_o); its gap is KL(q_psi(z) || p(z | x_o)), and by the paper's
-Lemma 1 that bounds the KL between the implied and the true distributions of the query y.
-The loss is the *sum* of the B C-ELBOs, so each query's gradient involves only its own
-parameters, and Adam's update is elementwise: queries do not interact.
+Every parameter has a leading B axis and the loss is the *sum* of the B C-ELBOs, so each
+query's gradient involves only its own parameters and Adam's update is elementwise: queries do
+not interact. ``FlowPosterior`` is q(z) = the push-forward of N(0, I) through a list of
+transforms (``condvae.conditioning.transforms``); the registered flows declare that list.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
+import functools
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import torch
+from torch import nn
+from torch.distributions import Independent, MultivariateNormal, Normal, Transform
+from zuko.transforms import ComposedTransform
 
-from condvae.conditioning.base import Posterior, Query, Timer
+from condvae.conditioning.base import Diagnostics, Posterior, Query
+from condvae.conditioning.transforms import Affine, FlowLayer
 from condvae.errors import CondVAEError
 from condvae.models import VAE
 
@@ -41,87 +41,134 @@ def frozen(vae: VAE) -> Iterator[None]:
         vae.train(training)
 
 
-def standard_normal_log_prob(eps: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (eps**2).sum(-1) - 0.5 * eps.shape[-1] * math.log(2 * math.pi)
+@dataclasses.dataclass
+class FitDiagnostics(Diagnostics):
+    steps: int = 0
+    samples: int = 0
+    lr: float = 0.0
+    final_c_elbo: torch.Tensor | None = None  # [B], the mean of the last tenth of the steps
+    c_elbo_trace: torch.Tensor | None = None  # [steps, B], each step's estimate before its update
+    guaranteed_bound: bool = True  # False when the map is not one to one (fcn)
 
 
-class FlowPosterior(Posterior):
-    """Base of the cross-coders: subclasses give ``transform`` and create their parameters."""
+class CrossCoder(Posterior):
+    """A q(z) fitted per query by Adam on the C-ELBO, with a cosine learning-rate decay.
 
-    guaranteed_bound = True  # the C-ELBO is a true lower bound (False for the FCN)
+        C-ELBO(q) = E_q[ log p(x_o, z) - log q(z) ] <= log p(x_o)
 
-    @abc.abstractmethod
-    def transform(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z = T(eps) and log |det dT/d eps|, for eps ``[n, B, d]``."""
+    Its gap is KL(q(z) || p(z | x_o)), which bounds the KL between the implied and the true
+    distributions of the query (Wu, Domke & Sanner, "Conditional Inference in Pre-trained
+    Variational Autoencoders via Cross-coding", 2018, arXiv:1805.07785).
+    """
 
-    def parameters(self) -> list[torch.Tensor]:
-        return [v for v in vars(self).values() if isinstance(v, torch.Tensor) and v.requires_grad]
+    diagnostics_type = FitDiagnostics
+    diagnostics: FitDiagnostics
 
-    def _param(self, value: torch.Tensor) -> torch.Tensor:
-        return value.detach().clone().to(self.query.vae.device).requires_grad_(True)
-
-    @classmethod
-    def fit(
-        cls,
-        query: Query,
-        steps: int = 500,
-        samples: int = 16,
-        lr: float = 0.05,
-        **options: Any,
-    ) -> FlowPosterior:
-        """Adam on the batched C-ELBO with a cosine learning-rate decay."""
+    def __init__(self, query: Query, *, steps: int, samples: int, lr: float) -> None:
+        super().__init__(query)
         for name, value in (("steps", steps), ("samples", samples)):
             if not isinstance(value, int) or value < 1:
                 raise CondVAEError(f"{name}: expected a positive integer, got {value!r}")
-        if not lr > 0:
+        if not (isinstance(lr, int | float) and lr > 0):
             raise CondVAEError(f"lr: expected a positive learning rate, got {lr!r}")
-        post = cls(query, **options)
-        post.train(steps, samples, lr)
-        return post
+        d = self.diagnostics
+        d.steps, d.samples, d.lr, d.decoder_evaluations_per_query = steps, samples, lr, steps * samples
 
-    def objective(self, step: int, samples: int) -> torch.Tensor:
-        """Monte Carlo C-ELBO per query with the step's noise (differentiable), ``[B]``."""
-        eps = self.query.noise(step, samples)
-        z, log_det = self.transform(eps)
-        return (self.query.log_joint(z) + log_det - standard_normal_log_prob(eps)).mean(0)
+    @abc.abstractmethod
+    def parameters(self) -> list[torch.Tensor]:
+        """The tensors Adam fits."""
 
-    def train(self, steps: int, samples: int, lr: float) -> None:
-        params = self.parameters()
-        optim = torch.optim.Adam(params, lr=lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
+    @abc.abstractmethod
+    def objective(self, step: int) -> torch.Tensor:
+        """The step's differentiable Monte Carlo C-ELBO per query, ``[B]``."""
+
+    def run(self) -> None:
+        steps, params = self.diagnostics.steps, self.parameters()
+        optim = torch.optim.Adam(params, lr=self.diagnostics.lr)
+        decay = torch.optim.lr_scheduler.LambdaLR(
             optim, lambda t: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t / steps))
         )
-        trace: list[torch.Tensor] = []  # each step's C-ELBO estimate, before its update
-        with Timer() as timer:
+        trace = []
+        with torch.enable_grad():
             for step in range(steps):
-                c_elbo = self.objective(step, samples)
+                c_elbo = self.objective(step)
                 optim.zero_grad(set_to_none=True)
                 (-c_elbo.sum()).backward()
                 optim.step()
-                schedule.step()
+                decay.step()
                 trace.append(c_elbo.detach())
         final = torch.stack(trace[-max(1, steps // 10) :]).mean(0)
         if not torch.isfinite(final).all():
             raise CondVAEError(f"lr: {self.name} diverged (non-finite C-ELBO); lower lr")
-        self.diagnostics.update(
-            steps=steps,
-            samples=samples,
-            lr=lr,
-            seconds=timer.seconds,
-            final_c_elbo=final,
-            c_elbo_trace=torch.stack(trace),  # [steps, B]
-            decoder_evaluations_per_query=steps * samples,
-            guaranteed_bound=self.guaranteed_bound,
-        )
+        self.diagnostics.final_c_elbo, self.diagnostics.c_elbo_trace = final, torch.stack(trace)
         for p in params:
             p.requires_grad_(False)
 
+
+class FlowPosterior(CrossCoder):
+    """q(z): eps ~ N(0, I) pushed through the ``transforms`` T_1, ..., T_K in order,
+
+        log q(T(eps)) = log N(eps; 0, I) - sum_k log |det dT_k / dh_{k-1}|.
+
+    ``log_prob`` at arbitrary z needs every transform's inverse (meanfield, gvi, spline, semi);
+    the others (planar, fcn) score only their own samples.
+    """
+
+    def __init__(
+        self, query: Query, transforms: list[FlowLayer], *, steps: int, samples: int, lr: float
+    ) -> None:
+        super().__init__(query, steps=steps, samples=samples, lr=lr)
+        device, d = query.vae.device, query.latent_dim
+        self.flow = nn.ModuleList(transforms).to(device)
+        self.base = Independent(Normal(torch.zeros(d, device=device), torch.ones(d, device=device)), 1)
+        self.diagnostics.guaranteed_bound = all(t.bijective for t in transforms)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.flow.parameters() if p.requires_grad]
+
+    def transform(self) -> Transform:
+        """T = T_K o ... o T_1 with the current parameters."""
+        return ComposedTransform(*(t() for t in self.flow))
+
+    def objective(self, step: int) -> torch.Tensor:
+        eps = self.query.stream("flow/eps").normal(self.diagnostics.samples, self.query.latent_dim, step)
+        z, log_det = self.transform().call_and_ladj(eps)
+        return (self.query.log_joint(z) + log_det - self.base.log_prob(eps)).mean(0)
+
+    def _eps(self, n: int) -> torch.Tensor:
+        return self.query.stream("flow/sample").normal(n, self.query.latent_dim, self.draw_index())
+
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        return self.transform(self.query.noise(self._next_counter(), n))[0]
+        return self.transform()(self._eps(n))
 
     @torch.no_grad()
     def sample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = self.query.noise(self._next_counter(), n)
-        z, log_det = self.transform(eps)
-        return z, standard_normal_log_prob(eps) - log_det
+        eps = self._eps(n)
+        z, log_det = self.transform().call_and_ladj(eps)
+        return z, self.base.log_prob(eps) - log_det
+
+    @torch.no_grad()
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """eps = T^{-1}(z), for z ``[..., B, d]``."""
+        refused = [type(t).__name__ for t in self.flow if not t.invertible]
+        if refused:
+            raise CondVAEError(f"method {self.name!r} cannot score arbitrary z: {refused[0]} has no inverse")
+        return self.transform().inv(z)
+
+    @torch.no_grad()
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        eps = self.inverse(z)
+        return self.base.log_prob(eps) - self.transform().call_and_ladj(eps)[1]
+
+    @torch.no_grad()
+    def distribution(self) -> MultivariateNormal:
+        """q(z) as a torch Gaussian with batch shape [B], for flows of affine maps only."""
+        if not all(isinstance(t, Affine) for t in self.flow):
+            raise CondVAEError(f"method {self.name!r} is not Gaussian: use sample() or log_prob()")
+        b, d = self.query.batch, self.query.latent_dim
+        loc = self.transform()(torch.zeros(b, d, device=self.query.vae.device))
+        tril = functools.reduce(
+            lambda acc, t: t.scale_tril() @ acc, self.flow, torch.eye(d, device=loc.device)
+        )
+        return MultivariateNormal(loc, scale_tril=tril)

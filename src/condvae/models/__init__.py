@@ -26,16 +26,9 @@ ARCHITECTURES: dict[str, type[VAE]] = {
 
 
 def build_model(config: dict[str, Any]) -> VAE:
-    """Rebuild a model from its ``config()`` (as stored in ``config.json``)."""
+    """Rebuild a VAE from its ``config()`` (as stored in ``config.json``)."""
     config = dict(config)
     arch = config.pop("architecture", None)
-    if arch == "pyramid":  # a stack of conditional VAEs (condvae.pyramid), imported on demand
-        from condvae.pyramid.model import PyramidVAE
-
-        try:
-            return PyramidVAE(**{**config, "data_shape": tuple(config.get("data_shape", (1, 64, 64)))})  # type: ignore[return-value]
-        except (TypeError, CondVAEError) as exc:
-            raise CheckpointError(f"config: invalid settings for architecture 'pyramid' ({exc})") from None
     if arch not in ARCHITECTURES:
         raise CheckpointError(
             f"config: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}"

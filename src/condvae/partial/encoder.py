@@ -1,4 +1,5 @@
-"""The partial encoder r_psi(z | x_o, m) of IPA (paper 000; design.md §4.3).
+"""The partial encoder r_psi(z | x_o, m) of IPA (Harvey, Naderiparizi & Wood, "Conditional Image
+Generation by Conditioning Variational Auto-Encoders", 2022).
 
 One network, trained once over a distribution of masks, answers any query with one forward
 pass: its input is the evidence with the unobserved values zeroed and the mask itself,
@@ -12,7 +13,7 @@ concatenated as channels ``[x * m, m]``. Its output is a Gaussian over z:
 
 For the bundled MLP and convolutional VAEs the network copies the VAE encoder's layers, the
 first layer widened to take the mask (its new weights zero), so that at the start
-r(z | x * 1, 1) = q(z | x): the initialisation paper 000 uses for IPA-R, used here for both.
+r(z | x * 1, 1) = q(z | x): the initialisation Harvey et al. use for IPA-R, used here for both.
 
 A partial encoder is tied to the VAE it was trained for: it stores that VAE's fingerprint (a
 hash of its weights) and is refused against any other.
@@ -21,7 +22,6 @@ hash of its weights) and is refused against any other.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from typing import Any
 
@@ -33,35 +33,9 @@ from condvae.errors import CondVAEError
 from condvae.models import MLPVAE, VAE, ConvVAE, HierarchicalVAE, TopDownGaussian
 from condvae.models.hierarchical import gaussian_head
 from condvae.models.mlp import mlp
+from condvae.store import fingerprint
 
 COVARIANCES = ("diagonal", "full")
-
-
-def fingerprint(vae: VAE) -> str:
-    """A short hash of the VAE's architecture and weights (what a partial encoder is tied to).
-
-    Cached on the VAE against the tensors' version counters, which any in-place change bumps.
-    """
-    state = vae.state_dict()
-    versions = tuple((name, t._version, t.data_ptr()) for name, t in state.items())
-    cached = getattr(vae, "_condvae_fingerprint", None)
-    if cached is not None and cached[0] == versions:
-        return cached[1]
-    value = _hash(vae, state)
-    vae._condvae_fingerprint = (versions, value)  # type: ignore[attr-defined]
-    return value
-
-
-def _hash(vae: VAE, state: dict[str, torch.Tensor]) -> str:
-    try:
-        described = repr(sorted(vae.config().items()))
-    except CondVAEError:  # a wrapped user model has no config: its class and weights identify it
-        described = f"{type(vae).__qualname__} {vae.architecture} {vae.data_shape} {vae.latent_dim}"
-    digest = hashlib.sha256(described.encode())
-    for name, tensor in sorted(state.items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def vae_name(vae: VAE) -> str:

@@ -1,4 +1,4 @@
-"""Laplacian-pyramid tools and models (paper 002, design.md §4.4)."""
+"""Laplacian pyramids: the image transform, the pyramid of conditional VAEs and its store kind."""
 
 from condvae.pyramid.laplacian import (
     blur,
@@ -10,8 +10,10 @@ from condvae.pyramid.laplacian import (
     upsample,
 )
 from condvae.pyramid.model import PyramidVAE, ResidualLevel
+from condvae.pyramid.pretrained import PYRAMIDS, load_pyramid
 
 __all__ = [
+    "PYRAMIDS",
     "PyramidVAE",
     "ResidualLevel",
     "blur",
@@ -19,6 +21,7 @@ __all__ = [
     "downsample",
     "gaussian_pyramid",
     "laplacian_pyramid",
+    "load_pyramid",
     "reconstruct",
     "upsample",
 ]

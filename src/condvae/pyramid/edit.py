@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 
 from condvae.errors import CondVAEError
-from condvae.inpaint import load_query_image
+from condvae.evaluate import load_query_image
 from condvae.plotting import save_rows
 from condvae.pyramid.laplacian import coarse_levels
 from condvae.pyramid.model import PyramidVAE
@@ -59,6 +59,7 @@ def _full_size(image: torch.Tensor, model: PyramidVAE) -> torch.Tensor:
 def sample_figure(
     model: PyramidVAE,
     out: str | Path,
+    *,
     n: int = 8,
     image: str | None = None,
     keep: Sequence[int] = (1,),
@@ -84,6 +85,7 @@ def sample_figure(
 def edit_figure(
     model: PyramidVAE,
     painting: str | Path,
+    *,
     out: str | Path,
     n: int = 8,
     seed: int = 0,

@@ -1,4 +1,4 @@
-"""Laplacian pyramids (Burt & Adelson 1983; paper 002): a coarse image plus band-pass residuals.
+"""Laplacian pyramids (Burt & Adelson 1983; Dorta et al. 2017): a coarse image plus band-pass residuals.
 
     G_0 = x,   G_{k+1} = down(G_k) = (blur * G_k)[::2, ::2],
     L_k = G_k - up(G_{k+1})  (k = 0 .. K-1),     up(g) = 4 * blur * (g with zeros inserted)

@@ -1,4 +1,4 @@
-"""Image-quality figures for pyramids and plain VAEs (paper 002's comparison).
+"""Image-quality figures for pyramids and plain VAEs (the comparison of Dorta et al. 2017).
 
 - reconstruction error: sqrt(MSE) per image on the 0-255 scale between x and the model's
   reconstruction (decoder mean at the posterior mean, clamped to [0, 1]); the slides report

@@ -1,4 +1,5 @@
-"""A Laplacian pyramid of conditional VAEs (paper 002, design.md §4.4).
+"""A Laplacian pyramid of conditional VAEs (Dorta, Vicente, Agapito, Campbell, Prince & Simpson,
+"Laplacian Pyramid of Conditional Variational Autoencoders", 2017).
 
 The image is split into [G_K, L_{K-1}, ..., L_0] (condvae.pyramid.laplacian). Level K, the
 coarse image, is a plain VAE; each finer level k models its band-pass residual h = L_k given
@@ -11,7 +12,7 @@ of the coarser level:
 Levels are trained greedily, coarse to fine, each with its own lambda_k. What a finer level
 conditions on in training is the ``condition`` setting:
 
-- ``"truth"`` (paper 002): c = up(G_{k+1}), the true coarser image, and h = L_k;
+- ``"truth"`` (Dorta et al.): c = up(G_{k+1}), the true coarser image, and h = L_k;
 - ``"reconstruction"`` (default): c = up(G^_{k+1}), the image the trained levels above
   reconstruct (posterior means, decoder means), and h = G_k - c. The level then also learns to
   correct the coarser levels' errors instead of adding its band to them, and sees in training
@@ -364,14 +365,6 @@ class PyramidVAE(nn.Module):
         levels = self._sample_finer([lv.repeat(n, 1, 1, 1) for lv in fixed], mean, temperature)
         return reconstruct(levels).reshape(n, -1, *self.data_shape)
 
-    def sample(
-        self,
-        n: int = 1,
-        start: torch.Tensor | None = None,
-        keep: int = 0,
-        mean: bool = True,
-        temperature: float = 1.0,
-    ) -> torch.Tensor:
-        """Images [n, B, C, H, W] from :meth:`sample_levels` (same arguments)."""
-        levels = self.sample_levels(n, start, keep, mean, temperature)
-        return reconstruct(levels).reshape(n, -1, *self.data_shape)
+    def sample(self, n: int = 1, **options: Any) -> torch.Tensor:
+        """Images [n, B, C, H, W] from :meth:`sample_levels` (the same keyword options)."""
+        return reconstruct(self.sample_levels(n, **options)).reshape(n, -1, *self.data_shape)

@@ -1,6 +1,6 @@
 """How each bundled model is trained and evaluated: the single source of the zoo's commands.
 
-``benchmarks/train_zoo.py`` runs these recipes; each model card quotes the same command.
+``train_zoo.py`` runs these recipes; each model card quotes the same command.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="mnist-mlp-z2",
             description=(
-                "MNIST, fully connected, 2-d latent (paper 001's setting, one hidden layer, "
-                "wider than its 64 units), Bernoulli likelihood on dynamically binarised digits. "
+                "MNIST, fully connected, 2-d latent, one hidden layer of 256 units, "
+                "Bernoulli likelihood on dynamically binarised digits. "
                 "Its 2-d latent has an exact grid posterior: the ground truth for conditioning."
             ),
             train_args=(

@@ -1,20 +1,13 @@
-"""Amortized conditioning with a partial encoder (IPA, paper 000): one forward pass per batch.
-
-    q(z) = r_psi(z | x * m, m)
-
-r is trained once over random masks (``condvae train-partial-encoder``); conditioning then
-costs one network evaluation, no decoder evaluations. Its C-ELBO and query log-likelihood are
-computed like any other method's, so its gap to a per-query fit is measured, not assumed.
-"""
+"""The ``ipa`` method: amortized conditioning with a trained partial encoder, one forward pass."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from condvae.conditioning.base import Posterior, Query
-from condvae.conditioning.noise import reparameterize
+from condvae.conditioning.base import Diagnostics, Posterior, Query, reparameterize
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 from condvae.models import VAE
@@ -40,24 +33,44 @@ def resolve_encoder(
     return load_partial_encoder(encoder, vae)
 
 
+@dataclasses.dataclass
+class IPADiagnostics(Diagnostics):
+    encoder: str = ""  # the partial encoder's name
+
+
 @register("ipa")
 class IPA(Posterior):
-    """q(z) = r(z | x_o, m) from a trained partial encoder (``encoder=``: object, name or dir)."""
+    """q(z) = r_psi(z | x * m, m): the partial encoder's answer, no decoder evaluations.
+
+    r is trained once over random masks (``condvae train-partial-encoder``); conditioning then
+    costs one network evaluation. Its C-ELBO and query log-likelihood are computed like any other
+    method's, so its gap to a per-query fit is measured, not assumed.
+
+    Arguments:
+        encoder: a ``PartialEncoder``, a bundled encoder's name or a directory; None takes the
+            bundled encoder trained for this VAE with ``objective``.
+        objective: which bundled encoder None picks: "forward" (IPA) or "reverse" (IPA-R).
+
+    References:
+        Harvey, Naderiparizi & Wood, "Conditional Image Generation by Conditioning Variational
+        Auto-Encoders", ICLR 2022, arXiv:2102.12037.
+    """
+
+    diagnostics_type = IPADiagnostics
 
     def __init__(
-        self, query: Query, encoder: PartialEncoder | str | Path | None = None, objective: str = "forward"
+        self, query: Query, *, encoder: PartialEncoder | str | Path | None = None, objective: str = "forward"
     ) -> None:
         super().__init__(query)
         self.encoder = resolve_encoder(query.vae, encoder, objective).to(query.vae.device).eval()
-        self.diagnostics.update(
-            encoder=self.encoder.card.get("name", "partial encoder"), decoder_evaluations_per_query=0
-        )
+        self.diagnostics.encoder = self.encoder.card.get("name", "partial encoder")
 
     def run(self) -> None:
         self.r = self.encoder(self.query.x, self.query.mask, self.query.vae)
 
     def sample(self, n: int) -> torch.Tensor:
-        return reparameterize(self.r, self.query.noise(self._next_counter(), n))
+        eps = self.query.stream("ipa/sample").normal(n, self.query.latent_dim, self.draw_index())
+        return reparameterize(self.r, eps)
 
     @torch.no_grad()
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

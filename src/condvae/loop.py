@@ -1,0 +1,275 @@
+"""The one resumable training loop; every condvae trainer drives it with its own step function.
+
+A run is a list of phases (one for a VAE, a partial encoder or a classifier; one per level for
+a greedy pyramid), each with its own parameters, Adam optimiser (Kingma & Ba, "Adam: a method
+for stochastic optimization", 2015) and number of steps T, at the cosine learning rate
+
+    lr_t = lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2
+
+(Loshchilov & Hutter, "SGDR: stochastic gradient descent with warm restarts", 2017).
+
+Every draw is a pure function of the step, from named streams (``condvae.streams``): the data
+order of epoch e in phase p from ``"train/order"`` (p, e); a step's generator (augmentation,
+binarisation, masks) from ``"train/batch"`` (p, t); and the global torch RNG, which draws z
+inside the models, is reseeded from ``"train/noise"`` (p, t). So a checkpoint needs only the
+trainee's tensors, the Adam moments and the counters to resume to a bit-identical run; it is
+written atomically every ``checkpoint_every`` steps and after each validation, and resuming
+checks that the run's settings (its identity) are unchanged.
+
+Every ``valid_every`` steps and at the end of each phase a line goes to ``log.jsonl``; with a
+``validate`` function the score is logged too, the best state kept in ``best.safetensors``
+(reloaded at the end) and, with ``patience``, the run stops after that many validations
+without improvement. Only this module writes into the output folder, so a multi-process run
+would gate ``_save`` and the writes here on rank 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from tqdm.auto import tqdm
+
+from condvae.checkpoint import atomic_save_tensors, atomic_write_bytes, read_tensors
+from condvae.errors import CheckpointError, CondVAEError
+from condvae.streams import generator, seed_for
+
+CHECKPOINT = "checkpoint.safetensors"
+BEST = "best.safetensors"
+LOG = "log.jsonl"
+TRAIN_CONFIG = "train_config.json"
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    """The settings every training run shares (the run's config is written to ``train_config.json``)."""
+
+    out: str
+    data_dir: str | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_min: float = 1e-4
+    seed: int = 0
+    checkpoint_every: int = 1000
+    limit_train: int | None = None
+    device: str = "cpu"
+
+    positive: ClassVar[tuple[str, ...]] = ("batch_size", "checkpoint_every", "limit_train")
+
+    def check(self) -> None:
+        """A CondVAEError naming the first setting that is not a positive integer or learning rate."""
+        for name in self.positive:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise CondVAEError(f"{name}: expected a positive integer, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise CondVAEError(f"lr: expected a positive learning rate, got {self.lr}")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share: all but where it writes and how often."""
+        skip = {"out", "data_dir", "checkpoint_every", "device"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+@dataclass
+class Phase:
+    """The parameters one phase trains (with a fresh Adam optimiser) and its number of steps."""
+
+    parameters: list[torch.nn.Parameter]
+    steps: int
+
+
+@dataclass
+class Outcome:
+    """What a run did: steps taken, best validation score, training seconds, stopped early or not."""
+
+    steps: int
+    best: float | None
+    seconds: float
+    stopped: bool
+
+
+@dataclass
+class Trainee:
+    """What a trainer hands the loop.
+
+    ``step(phase, t, batch, gen)`` returns the loss of step t of the phase on the training items
+    ``batch`` (indices), drawing its randomness from ``gen``, optionally with scalars to log.
+    ``validate()`` returns a score (higher is better) and the scalars to log. ``save(outcome,
+    training)`` writes the result, its card's ``training`` section started by the loop.
+    """
+
+    module: torch.nn.Module  # checkpointed; its best state is kept and reloaded at the end
+    phases: list[Phase]
+    items: int  # training items, a fresh order of them each epoch
+    step: Callable[[int, int, torch.Tensor, torch.Generator], Any]
+    save: Callable[[Outcome, dict[str, Any]], None]
+    validate: Callable[[], tuple[float, dict[str, float]]] | None = None
+    valid_every: int | None = None  # steps; default once per epoch
+    patience: int = 0
+    identity: dict[str, Any] = field(default_factory=dict)  # more that a resume must share
+
+
+def learning_rate(cfg: LoopConfig, t: int, steps: int) -> float:
+    """The cosine decay from ``cfg.lr`` at t = 0 to ``cfg.lr_min`` at t = ``steps``."""
+    progress = min(t / max(steps, 1), 1.0)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+@functools.lru_cache(maxsize=1)
+def _order(items: int, seed: int, phase: int, epoch: int) -> torch.Tensor:
+    """The order of the training items in an epoch of a phase."""
+    return torch.randperm(items, generator=generator(seed, "train/order", phase, epoch))
+
+
+def _step(cfg: LoopConfig, trainee: Trainee, optim: torch.optim.Optimizer, phase: int, t: int) -> dict:
+    """Step t of the phase: the trainee's loss, then Adam at the cosine learning rate; what to log."""
+    per_epoch, steps = trainee.items // cfg.batch_size, trainee.phases[phase].steps
+    epoch, i = divmod(t, per_epoch)
+    batch = _order(trainee.items, cfg.seed, phase, epoch)[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+    torch.manual_seed(seed_for(cfg.seed, "train/noise", phase, t))  # the z drawn inside the models
+    loss = trainee.step(phase, t, batch, generator(cfg.seed, "train/batch", phase, t))
+    loss, scalars = loss if isinstance(loss, tuple) else (loss, {})
+    if not torch.isfinite(loss):  # a diverged run says so instead of training on NaN
+        raise CondVAEError(
+            f"lr: training diverged (loss {float(loss)}) at step {t} of phase {phase}; lower lr"
+        )
+    lr = learning_rate(cfg, t, steps)
+    for group in optim.param_groups:
+        group["lr"] = lr
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return {"epoch": (t + 1) / per_epoch, "train_loss": float(loss.detach()), "lr": lr, **scalars}
+
+
+def _start(cfg: LoopConfig, trainee: Trainee, identity: dict, resume: bool) -> tuple[dict, dict, str]:
+    """The counters, tensors and Adam groups to start from; refuses to overwrite a run or resume nothing."""
+    out = Path(cfg.out)
+    if (out / CHECKPOINT).exists() and not resume:
+        raise CondVAEError(
+            f"out: {str(out)!r} already holds a training checkpoint; pass resume=True (--resume) "
+            "to continue it or choose another output folder"
+        )
+    if resume:
+        return _resume(out / CHECKPOINT, trainee, identity)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / TRAIN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+    return {"step": 0, "best": None, "bad": 0, "stopped": False, "elapsed": 0.0}, {}, "[]"
+
+
+def _resume(path: Path, trainee: Trainee, identity: dict) -> tuple[dict, dict, str]:
+    """Load the model state of a checkpoint written with ``identity``; its counters, tensors, Adam groups."""
+    if not path.exists():
+        raise CondVAEError(f"resume: no checkpoint to resume in {str(path.parent)!r}")
+    tensors, meta = read_tensors(path)
+    try:
+        saved, state = json.loads(meta["train_config"]), json.loads(meta["loop"])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"checkpoint: {str(path)!r} is not a condvae training checkpoint") from None
+    if saved != identity:
+        diff = sorted(k for k in {**saved, **identity} if saved.get(k) != identity.get(k))
+        raise CheckpointError(
+            f"resume: checkpoint {str(path)!r} was written with different settings ({diff})"
+        )
+    trainee.module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return state, tensors, meta["param_groups"]
+
+
+def _save(path: Path, trainee: Trainee, optim: torch.optim.Optimizer, identity: dict, state: dict) -> None:
+    """Model tensors, Adam moments, settings and counters in one atomically written file."""
+    optim_state = optim.state_dict()
+    tensors = {f"model.{k}": v for k, v in trainee.module.state_dict().items()}
+    for idx, entry in optim_state["state"].items():
+        tensors.update({f"optim.{idx}.{k}": v for k, v in entry.items() if isinstance(v, torch.Tensor)})
+    meta = {"train_config": json.dumps(identity), "loop": json.dumps(state)}
+    atomic_save_tensors(path, tensors, {**meta, "param_groups": json.dumps(optim_state["param_groups"])})
+
+
+def _restore(optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    optim.load_state_dict({"state": state, "param_groups": json.loads(groups)})
+
+
+def _validate(trainee: Trainee, out: Path, state: dict) -> dict[str, float]:
+    """Score the trainee, keep the best state and count validations without improvement."""
+    if trainee.validate is None:
+        return {}
+    score, scalars = trainee.validate()
+    if state["best"] is None or score > state["best"]:
+        state["best"], state["bad"] = score, 0
+        atomic_save_tensors(out / BEST, trainee.module.state_dict(), {"step": str(state["step"])})
+    else:
+        state["bad"] += 1
+        state["stopped"] = bool(trainee.patience and state["bad"] >= trainee.patience)
+    return scalars
+
+
+def _log(out: Path, record: dict[str, float], bar: tqdm) -> None:
+    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "phase")})
+    with open(out / LOG, "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def _finish(cfg: LoopConfig, trainee: Trainee, state: dict, seconds: float) -> Outcome:
+    """Reload the best state, then save the result with the card's training section."""
+    if (Path(cfg.out) / BEST).exists():
+        trainee.module.load_state_dict(read_tensors(Path(cfg.out) / BEST)[0])
+    trainee.module.eval()
+    outcome = Outcome(state["step"], state["best"], seconds, state["stopped"])
+    training = {
+        "steps": outcome.steps,
+        "batch_size": cfg.batch_size,
+        "optimiser": f"Adam, lr {cfg.lr} cosine-decayed to {cfg.lr_min}"
+        + (" per phase" if len(trainee.phases) > 1 else ""),
+        "seed": cfg.seed,
+        "training_seconds": round(seconds, 1),
+        "device": cfg.device,
+        "torch": torch.__version__,
+    }
+    trainee.save(outcome, training)
+    return outcome
+
+
+def run(
+    cfg: LoopConfig, trainee: Trainee, resume: bool = False, progress: bool = True, desc: str = ""
+) -> Outcome:
+    """Train ``trainee`` through its phases into ``cfg.out``; see the module docstring."""
+    out, identity = Path(cfg.out), {**cfg.identity(), **trainee.identity}
+    state, tensors, groups = _start(cfg, trainee, identity, resume)
+    valid_every = trainee.valid_every or trainee.items // cfg.batch_size
+    started, elapsed = time.perf_counter(), state["elapsed"]
+    total = sum(p.steps for p in trainee.phases)
+    bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=desc)
+    trainee.module.train()
+    end = 0
+    for phase, spec in enumerate(trainee.phases):
+        first, end = end, end + spec.steps  # this phase's global steps
+        optim = torch.optim.Adam(spec.parameters, lr=cfg.lr)
+        if first < state["step"] < end:  # resumed mid-phase: its Adam moments continue
+            _restore(optim, tensors, groups)
+        while state["step"] < end and not state["stopped"]:
+            t = state["step"] - first
+            record = {"step": state["step"] + 1, "phase": phase, **_step(cfg, trainee, optim, phase, t)}
+            state["step"] += 1
+            bar.update(1)
+            if (t + 1) % valid_every == 0 or t + 1 == spec.steps:
+                _log(out, {**record, **_validate(trainee, out, state)}, bar)
+            elif state["step"] % cfg.checkpoint_every:
+                continue
+            state["elapsed"] = elapsed + time.perf_counter() - started
+            _save(out / CHECKPOINT, trainee, optim, identity, state)
+    bar.close()
+    return _finish(cfg, trainee, state, elapsed + time.perf_counter() - started)
