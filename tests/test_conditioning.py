@@ -37,7 +37,6 @@ def _standardised_errors(model, x, mask, z):  # type: ignore[no-untyped-def]
     return float(mean_err), float(cov_err)
 
 
-@pytest.mark.slow
 def test_gvi_recovers_the_closed_form_posterior(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     post = condition(model, x, mask, method="gvi", steps=800, samples=32)
@@ -52,7 +51,6 @@ def test_gvi_recovers_the_closed_form_posterior(oracle) -> None:  # type: ignore
     assert float(gap.abs().max()) < 0.03
 
 
-@pytest.mark.slow
 def test_meanfield_reaches_its_known_optimum(oracle) -> None:  # type: ignore[no-untyped-def]
     """For a Gaussian target the mean-field optimum has the exact mean and variances 1/Lambda_ii."""
     model, x, mask = oracle
@@ -84,7 +82,6 @@ def test_samplers_match_the_closed_form_moments(oracle, method: str, options: di
     assert mean_err < tolerance and cov_err < 2 * tolerance, (mean_err, cov_err)
 
 
-@pytest.mark.slow
 def test_importance_matches_the_closed_form_moments(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     # With a cross-coder as proposal the weights are nearly flat: tight moments.
@@ -148,7 +145,6 @@ def test_grid_is_exact_on_the_oracle(oracle) -> None:  # type: ignore[no-untyped
     torch.testing.assert_close(exact_query_log_likelihood(model, x, mask), exact_y)
 
 
-@pytest.mark.slow
 def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
     post = condition(model, x, mask, method="planar", layers=8, steps=300, lr=0.2)
@@ -159,7 +155,6 @@ def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyp
     assert torch.isfinite(log_q).all()
 
 
-@pytest.mark.slow
 def test_mixture_finds_both_modes() -> None:
     """A decoder symmetric in z_1 (it sees |z_1|): p(z | x_o) has two mirror-image modes."""
     torch.manual_seed(0)
@@ -249,7 +244,6 @@ def test_bad_input(oracle) -> None:  # type: ignore[no-untyped-def]
         condition(model, x, mask, steps=0)
 
 
-@pytest.mark.slow
 def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, _ = oracle
     nothing = torch.zeros(2, 8, dtype=torch.bool)
@@ -259,7 +253,6 @@ def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-u
     assert float(q.mean.abs().max()) < 0.1 and float((q.covariance_matrix - torch.eye(2)).abs().max()) < 0.1
 
 
-@pytest.mark.slow
 def test_exact_reference_for_a_larger_latent() -> None:
     """The IS reference of log p(y | x_o) (latent > 2) against the linear-Gaussian closed form."""
     model = LinearGaussianVAE.random(data_dim=10, latent_dim=3, noise=0.5, seed=6).requires_grad_(False)

@@ -48,6 +48,7 @@ def o_for_encoder(linear_gaussian, tmp_path_factory):
     return train_partial_encoder(cfg, vae=vae, data=(train_x, valid_x), progress=False)
 
 
+@pytest.mark.slow
 def test_o_for_recovers_the_closed_form_posterior_for_unseen_masks(linear_gaussian, o_for_encoder) -> None:
     """The O_for optimum over full-covariance Gaussians is p(z | x_o) itself (E_{x_u|x_o} p(z|x)
     = p(z | x_o)); on fresh data and masks drawn with another seed the trained encoder must be

@@ -62,6 +62,7 @@ def _step(path: Path) -> int:
     return json.loads(meta["loop"])["step"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(synthetic_data: Path, tmp_path: Path) -> None:
     data = ["--data-dir", str(synthetic_data)]
     whole = _cli([*ARGS, *data, "--out", str(tmp_path / "whole")])
@@ -147,6 +148,7 @@ def test_bad_training_settings(synthetic_data: Path, tmp_path: Path) -> None:
         train(TrainConfig(**base, epochs=0), progress=False)
 
 
+@pytest.mark.slow
 def test_linear_gaussian_learns_the_true_likelihood(tmp_path: Path) -> None:
     """Maximum likelihood by the generic trainer: held-out log p(x) reaches the true model's."""
     from condvae import LinearGaussianVAE

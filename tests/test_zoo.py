@@ -56,6 +56,7 @@ def test_recorded_scores_reproduce_on_a_subset(name: str, real_data: Path) -> No
     assert scores["iw_nll"] <= -scores["elbo"] + 0.5
 
 
+@pytest.mark.slow
 def test_demo_inpaints_and_prints_scores(
     real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
