@@ -24,6 +24,9 @@ def softplus_inverse(y: Tensor) -> Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+SOFTPLUS_INV_1 = float(softplus_inverse(torch.tensor(1.0)))  # softplus(SOFTPLUS_INV_1) = 1
+
+
 class FlowLayer(LazyTransform):
     """A batched layer: ``invertible``, ``inv`` in closed form; ``bijective``, one to one."""
 
@@ -128,7 +131,7 @@ class Planar(FlowLayer):
     def u_hat(self) -> Tensor:
         wu = (self.w * self.u).sum(-1, keepdim=True)
         w_norm2 = (self.w**2).sum(-1, keepdim=True).clamp_min(1e-12)
-        return self.u + (softplus(wu + softplus_inverse(torch.tensor(1.0))) - 1 - wu) * self.w / w_norm2
+        return self.u + (softplus(wu + SOFTPLUS_INV_1) - 1 - wu) * self.w / w_norm2
 
     def forward(self, c: Tensor | None = None) -> Transform:
         return PlanarTransform(self.w, self.u_hat(), self.bias)

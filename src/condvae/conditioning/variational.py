@@ -84,7 +84,7 @@ class CrossCoder(Posterior):
 
     def run(self) -> None:
         steps, params = self.diagnostics.steps, self.parameters()
-        optim = torch.optim.Adam(params, lr=self.diagnostics.lr)
+        optim = torch.optim.Adam(params, lr=self.diagnostics.lr, foreach=True)  # one op for all layers
         decay = torch.optim.lr_scheduler.LambdaLR(
             optim, lambda t: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t / steps))
         )
