@@ -146,6 +146,13 @@ def test_bad_training_settings(synthetic_data: Path, tmp_path: Path) -> None:
         train(TrainConfig(**base, lr=-1.0), progress=False)
     with pytest.raises(CondVAEError, match="epochs"):
         train(TrainConfig(**base, epochs=0), progress=False)
+    bad = {"lr_min": -1.0, "shift": -2, "patience": -1, "kl_warmup_steps": -5, "limit_train": 0}
+    for name, value in bad.items():  # refused in one line naming the setting, before any work
+        with pytest.raises(CondVAEError, match=f"^{name}: expected"):
+            train(TrainConfig(**base, **{name: value}), progress=False)
+    with pytest.raises(CondVAEError, match="^lr_min: expected"):
+        train(TrainConfig(**base, lr_min=float("nan")), progress=False)
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow

@@ -63,15 +63,19 @@ class LoopConfig:
     device: str = "cpu"
 
     positive: ClassVar[tuple[str, ...]] = ("batch_size", "checkpoint_every", "limit_train")
+    non_negative: ClassVar[tuple[str, ...]] = ()
 
     def check(self) -> None:
-        """A CondVAEError naming the first setting that is not a positive integer or learning rate."""
-        for name in self.positive:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise CondVAEError(f"{name}: expected a positive integer, got {value!r}")
+        """A CondVAEError naming the first setting that is out of range, before any work starts."""
+        for name in (*self.positive, *self.non_negative):
+            value, least = getattr(self, name), 1 if name in self.positive else 0
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                kind = "a positive" if least else "a non-negative"
+                raise CondVAEError(f"{name}: expected {kind} integer, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise CondVAEError(f"lr: expected a positive learning rate, got {self.lr}")
+        if not (0 <= self.lr_min <= self.lr):
+            raise CondVAEError(f"lr_min: expected a learning rate in [0, lr = {self.lr}], got {self.lr_min}")
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share: all but where it writes and how often."""

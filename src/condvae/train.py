@@ -42,6 +42,7 @@ class TrainConfig(LoopConfig):
     patience: int = 0  # validations without improvement before stopping; 0 = never
 
     positive: ClassVar[tuple[str, ...]] = (*LoopConfig.positive, "epochs", "max_steps", "valid_every")
+    non_negative: ClassVar[tuple[str, ...]] = ("kl_warmup_steps", "shift", "patience")
 
 
 @dataclass

@@ -40,6 +40,7 @@ class PyramidTrainConfig(LoopConfig):
     checkpoint_every: int = 500
 
     positive: ClassVar[tuple[str, ...]] = (*LoopConfig.positive, "epochs")
+    non_negative: ClassVar[tuple[str, ...]] = ("shift",)
 
 
 def train_pyramid(
