@@ -168,3 +168,10 @@ def test_condition_refuses_what_is_not_a_vae(vae: object, got: str) -> None:
     _, x, mask = _model(2)
     with pytest.raises(CondVAEError, match=rf"^vae: expected a VAE .*got {got} without [^\n]*$"):
         condition(vae, x, mask)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", ["a", 1.5, None])
+def test_a_seed_that_is_not_an_integer_is_refused(seed: object) -> None:
+    model, x, mask = _model(2)
+    with pytest.raises(CondVAEError, match=r"^seed: expected an integer"):
+        condition(model, x, mask, seed=seed)  # type: ignore[arg-type]

@@ -73,6 +73,8 @@ class Query:
 
     def __init__(self, vae: VAE, x: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> None:
         check_vae(vae)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise CondVAEError(f"seed: expected an integer, got {seed!r}")
         if not isinstance(x, torch.Tensor):
             raise CondVAEError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if not isinstance(mask, torch.Tensor):
