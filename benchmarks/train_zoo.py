@@ -21,8 +21,11 @@ from common import machine
 from recipes import RECIPES, Recipe
 
 from condvae.cli import main as cli_main
+from condvae.data.tables import load_table
 from condvae.evaluate import evaluate_dataset
+from condvae.models import TabularVAE
 from condvae.store import VAES, from_pretrained, save_pretrained
+from condvae.train import baseline_log_likelihood
 
 
 def run_recipe(recipe: Recipe, root: Path, quick: bool, resume: bool, data_dir: str | None) -> dict:
@@ -62,12 +65,17 @@ def publish(row: dict, recipe: Recipe) -> Path:
     card["evaluation_command"] = recipe.eval_command(recipe.name)
     card["usage"] = f'import condvae\nvae = condvae.load("{recipe.name}")'
 
-    split = f"test split, {row['images']} images"
+    split = f"test split, {row['images']} {'rows' if isinstance(model, TabularVAE) else 'images'}"
     card["metrics"] = {
         f"test ELBO (nats, {split})": round(row["elbo"], 2),
         f"test IW-NLL (nats, k={row['k']}, {split})": round(row["iw_nll"], 2),
         "training time (s)": row["train_s"],
     }
+    if isinstance(model, TabularVAE):  # the trivial baseline it must beat, on the same test rows
+        dataset = model.card["dataset"]
+        train_x, test_x = (model.to_model(load_table(dataset, s).x) for s in ("train", "test"))
+        base = float(baseline_log_likelihood(model.columns, train_x, test_x).mean())
+        card["metrics"][f"test log-lik of the baseline (nats, independent columns, {split})"] = round(base, 2)
     card["machine"] = machine()
     if model.likelihood.name == "bernoulli":
         card["notes"] = (

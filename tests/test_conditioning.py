@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
+import time
+import warnings
 
 import pytest
 import torch
+from torch.distributions import Distribution
 
 from condvae import MLPVAE, LinearGaussianVAE, wrap
 from condvae.conditioning import condition
-from condvae.errors import CondVAEError
+from condvae.errors import ConditioningWarning, CondVAEError
 from condvae.metrics import exact_query_log_likelihood, mmd
 
 
@@ -92,7 +96,8 @@ def test_importance_matches_the_closed_form_moments(oracle) -> None:  # type: ig
     assert mean_err < 0.15 and cov_err < 0.3, (mean_err, cov_err)
     # The default proposal (encoder on the zero-filled evidence + prior) is worse; its error
     # must still be within what its effective sample size allows.
-    post = condition(model, x, mask, method="importance", particles=20000)
+    with pytest.warns(ConditioningWarning, match="importance: effective sample size below 200 of 20000"):
+        post = condition(model, x, mask, method="importance", particles=20000)
     ess = float(post.ess.min())
     mean_err, _ = _standardised_errors(model, x, mask, post.sample(4000))
     assert ess > 20 and mean_err < 4 / math.sqrt(ess) + 0.05, (mean_err, ess)
@@ -120,7 +125,7 @@ def test_rejection_and_importance_estimate_the_evidence(oracle) -> None:  # type
 
 def test_rejection_stops_at_its_budget(oracle) -> None:  # type: ignore[no-untyped-def]
     model, x, mask = oracle
-    post = condition(model, x, mask, method="rejection", budget=300)
+    post = condition(model, x, mask, method="rejection", budget=300, samples=None)  # no fit-time pilot
     with pytest.raises(CondVAEError, match=r"rejection: query \d+ accepted \d+ of 5000 samples in 300"):
         post.sample(5000)
 
@@ -290,3 +295,128 @@ class ExactEncoderForTest(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.distributions.Distribution:
         return self.oracle.posterior(x)
+
+
+# -- samplers that fail early and say so (issue 11) ----------------------------------------
+@pytest.fixture(scope="module")
+def much_evidence() -> tuple[LinearGaussianVAE, torch.Tensor, torch.Tensor]:
+    """6-d latent, 40 sharp dims, ~80% observed: the prior is a hopeless proposal (p(x_o) / M ~ 1e-11)."""
+    model = LinearGaussianVAE.random(data_dim=40, latent_dim=6, noise=0.1, seed=1).requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        x = model.decode(torch.randn(12, 6, generator=gen)).mean
+    mask = torch.rand(12, 40, generator=gen) < 0.8
+    mask[:, 1] = False
+    return model, x, mask
+
+
+def test_importance_warns_once_naming_the_queries_with_a_low_ess(much_evidence) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = much_evidence
+    with pytest.warns(ConditioningWarning) as caught:
+        post = condition(model, x, mask, method="importance", particles=2000, proposal="prior")
+    ours = [w for w in caught if issubclass(w.category, ConditioningWarning)]
+    assert len(ours) == 1  # one warning for the whole batch
+    message = str(ours[0].message)
+    assert ours[0].filename == __file__  # points at the caller's condition() line
+    d = post.diagnostics
+    assert d.min_ess == 20  # the default: 1% of 2000 particles
+    low = (post.ess < 20).nonzero().flatten().tolist()
+    assert len(low) > 5 and sorted(d.low_ess) == low
+    assert all(d.low_ess[i] == pytest.approx(float(post.ess[i])) for i in low)
+    # The first five are named with their ESS, the rest counted; a remedy is suggested.
+    named = [int(i) for i in re.findall(r"(\d+) \(ESS [\d.e+-]+\)", message)]
+    assert named == low[:5] and f"and {len(low) - 5} more" in message
+    assert message.startswith("importance: effective sample size below 20 of 2000 particles")
+    assert "particles" in message and "proposal" in message and "hmc" in message
+    assert "\n" not in message
+    with warnings.catch_warnings():  # min_ess=0 turns the check off
+        warnings.simplefilter("error", ConditioningWarning)
+        quiet = condition(model, x, mask, method="importance", particles=2000, proposal="prior", min_ess=0)
+    assert quiet.diagnostics.low_ess == {}
+
+
+def test_importance_is_quiet_when_the_proposal_is_good(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    proposal = condition(model, x, mask, method="gvi", steps=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConditioningWarning)
+        post = condition(model, x, mask, method="importance", particles=5000, proposal=proposal)
+    assert post.diagnostics.low_ess == {} and float(post.ess.min()) > post.diagnostics.min_ess
+    with pytest.raises(CondVAEError, match=r"^min_ess: expected a non-negative"):
+        condition(model, x, mask, method="importance", min_ess=-1)
+
+
+class PartialEncoderVAE(LinearGaussianVAE):
+    """A model whose encoder reads (x_o, mask) natively: here the exact posterior p(z | x_o)."""
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        raise AssertionError("importance must use encode_partial when the model has it")
+
+    def encode_partial(self, x: torch.Tensor, mask: torch.Tensor) -> Distribution:
+        assert not torch.isnan(x).any(), "unobserved values must not reach the encoder as NaN"
+        return self.posterior(x, mask)
+
+
+def test_importance_uses_encode_partial(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    partial = PartialEncoderVAE((8,), latent_dim=2).requires_grad_(False)
+    partial.load_state_dict(model.state_dict())
+    unknown = x.clone()
+    unknown[~mask] = math.nan  # allowed: unobserved values are never read
+    post = condition(partial, unknown, mask, method="importance", particles=2000, defensive=0.0)
+    # The proposal is the exact posterior: every weight is p(x_o), the ESS all the particles.
+    assert float(post.ess.min()) > 1999
+    torch.testing.assert_close(post.log_evidence(), model.log_evidence(x, mask), atol=1e-3, rtol=0)
+
+
+def test_rejection_refuses_a_hopeless_request_at_fit_time(much_evidence) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = much_evidence
+    start = time.perf_counter()
+    with pytest.raises(CondVAEError) as error:
+        condition(model, x, mask, method="rejection", budget=200_000, samples=500)
+    seconds = time.perf_counter() - start
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("budget: rejection cannot give query ")
+    assert "samples=500" in message and "budget=200000" in message
+    assert re.search(r"rate is below [\d.e-]+", message), message
+    assert re.search(r"needs more than [\d.e+]+ proposals, more than [\d.]+ (s|min|h|days|years)", message)
+    assert re.search(r"at the measured [\d.e+]+ proposals/s", message) and "hmc" in message
+    # The pilot spent at most a tenth of the budget (4096 to 20,000 proposals, not 200,000).
+    pilot = int(re.search(r"(\d+) pilot proposals", message).group(1))  # type: ignore[union-attr]
+    assert pilot <= 20_000
+    assert seconds < 10  # in CI about a second, most of it finding the bound M
+
+
+def test_rejection_measures_the_rate_it_refuses_with(oracle) -> None:  # type: ignore[no-untyped-def]
+    """One query whose rate the pilot can measure (~0.03): the message gives it, close to exact."""
+    model, x, mask = oracle
+    x, mask = x[1:2], mask[1:2]
+    bound = condition(model, x, mask, method="rejection", samples=None).log_bound
+    exact = float((model.log_evidence(x, mask) - bound).exp())
+    with pytest.raises(CondVAEError, match=r"^budget: rejection cannot give query 0 samples=1000") as error:
+        condition(model, x, mask, method="rejection", budget=10_000)
+    found = re.search(
+        r"acceptance rate is about ([\d.e+-]+) \(\d+ accepts expected in (\d+)\)", str(error.value)
+    )
+    assert found, str(error.value)
+    rate, n = float(found.group(1)), int(found.group(2))
+    assert abs(rate - exact) < 3 * math.sqrt(exact / n) + 0.05 * exact, (rate, exact)
+    assert re.search(r"needs about [\d.e+]+ proposals, about [\d.]+ (s|min)", str(error.value))
+
+
+def test_rejection_pilot_on_an_easy_case(oracle) -> None:  # type: ignore[no-untyped-def]
+    model, x, mask = oracle
+    post = condition(model, x, mask, method="rejection", budget=1_000_000)  # samples=1000 by default
+    d = post.diagnostics
+    exact = (model.log_evidence(x, mask) - post.log_bound).exp()
+    assert d.pilot_acceptance_rate.shape == (12,) and d.pilot_rate_bounds.shape == (12, 2)
+    lower, upper = d.pilot_rate_bounds.unbind(-1)
+    # Stopped once every query was shown to reach 1000 draws, well before its cap of 100,000.
+    assert bool((lower * 1_000_000 >= 1000).all()) and d.pilot_proposals < 100_000
+    assert bool(((lower <= exact) & (exact <= upper)).all()), (lower, exact, upper)
+    error = (d.pilot_acceptance_rate - exact).abs() / (exact / d.pilot_proposals).sqrt()
+    assert float(error.max()) < 4  # within 4 standard errors (sqrt(a / n) bounds the estimator's)
+    z = post.sample(1000)
+    assert z.shape == (1000, 12, 2) and d.proposals > 0
+    with pytest.raises(CondVAEError, match=r"^samples: expected a positive number"):
+        condition(model, x, mask, method="rejection", samples=0)

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"store", "checkpoint", "train", "loop", "evaluate"},
     {"conditioning"},
     {"partial"},  # amortized methods, registered into conditioning's registry
-    {"pyramid", "classifier", "design"},
+    {"pyramid", "classifier", "design", "impute"},
     {"condvae", "metrics", "inpaint", "demo"},
     {"cli", "__main__"},
 ]

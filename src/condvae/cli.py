@@ -1,4 +1,4 @@
-"""Command line: ``condvae train | evaluate | inpaint | demo | pyramid | models | download``.
+"""Command line: ``condvae train | evaluate | inpaint | demo | pyramid | models | download | impute``.
 
 Each subcommand mirrors a Python function; the flags of the training commands are generated from
 the fields of their config dataclasses, so defaults live in one place. Mistakes in the arguments
@@ -38,7 +38,8 @@ def _size(text: str) -> list[int]:
 
 
 HELP = {  # for the shared flags, and config fields without metadata["help"]
-    "dataset": "mnist | fashion_mnist | frey | olivetti | folder:PATH (partial encoder: None = the VAE's)",
+    "dataset": "mnist | fashion_mnist | frey | olivetti | folder:PATH | a table: breast_cancer | diabetes "
+    "| wine | csv:PATH (partial encoder: None = the VAE's)",
     "vae": "the frozen VAE: bundled name or pretrained directory",
     "data_dir": "dataset folder; None: the condvae cache",
     "out": "output folder: checkpoint, log, trained model",
@@ -153,7 +154,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     text = "train a VAE (resumable)"
     p = _command(sub, "train", text, _run_train, "--resume", "--no-progress", config=TrainConfig)
-    p.add_argument("--arch", default="mlp", choices=["mlp", "conv", "hierarchical", "linear_gaussian"])
+    p.add_argument(
+        "--arch", default="mlp", choices=["mlp", "conv", "hierarchical", "linear_gaussian", "tabular"]
+    )
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument("--groups", type=_int_list, help="hierarchical: latent group sizes, top first: 4,8,16")
     p.add_argument("--state", type=int, help="hierarchical: width of the top-down state")
@@ -173,7 +176,7 @@ def _train_model(args: argparse.Namespace) -> dict[str, object]:
         model.update(
             {k: getattr(args, k) for k in ("groups", "hidden", "state", "activation") if getattr(args, k)}
         )
-    elif args.arch == "mlp":
+    elif args.arch in ("mlp", "tabular"):  # tabular: a table's VAE (condvae.train_vae)
         model.update({k: getattr(args, k) for k in ("hidden", "activation") if getattr(args, k)})
     elif args.arch == "conv":
         if args.channels:
@@ -378,6 +381,50 @@ def _run_pyramid_train(args: argparse.Namespace) -> None:
     print(f"trained in {result.card['training']['training_seconds']} s; model saved to {args.out}/model")
 
 
+def _add_impute(sub: argparse._SubParsersAction) -> None:
+    text = "fill the missing cells of a CSV table (a VAE trained on the table itself, MIWAE)"
+    p = _command(sub, "impute", text, _run_impute, "--device", "--seed", "--no-progress")
+    p.add_argument("table", help="CSV with a header row; empty, NA, NaN or ? cells are missing")
+    p.add_argument("--out", required=True, help="the imputed CSV (observed cells copied verbatim)")
+    p.add_argument("--draws", type=int, default=100, help="posterior draws per row for the imputation")
+    p.add_argument("--method", default="importance", help="conditioning method (condvae.METHODS)")
+    p.add_argument("--epochs", type=int, default=400, help="training passes over the rows")
+    p.add_argument("--sample-posterior", action="store_true", help="one posterior draw, not the mean")
+
+
+def _run_impute(args: argparse.Namespace) -> None:
+    import csv
+    from pathlib import Path
+
+    import numpy as np
+
+    from condvae.data.tables import MISSING_TOKENS, read_csv
+    from condvae.impute import CondVAEImputer
+
+    if Path(args.out).resolve() == Path(args.table).resolve():
+        raise CondVAEError(f"out: {args.out!r} is the input table; write the imputed table elsewhere")
+    x, header = read_csv(args.table)
+    imputer = CondVAEImputer(
+        n_draws=args.draws,
+        method=args.method,
+        epochs=args.epochs,
+        sample_posterior=args.sample_posterior,
+        random_state=args.seed,
+        device=args.device,
+        verbose=int(not args.no_progress),
+    )
+    filled = imputer.fit_transform(x)
+    with open(args.table, newline="") as handle:
+        rows = list(csv.reader(handle))
+    for i, row in enumerate(rows[1:]):  # observed cells verbatim; missing ones the shortest exact repr
+        for j, cell in enumerate(row):
+            if cell.strip().lower() in MISSING_TOKENS:
+                row[j] = repr(float(filled[i, j]))
+    with open(args.out, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    print(f"imputed {int(np.isnan(x).sum())} missing cells of {len(header)} columns; wrote {args.out}")
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     _command(sub, "models", "list the bundled pretrained models and their test scores", _run_models)
 
@@ -412,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_pyramid,
         _add_models,
         _add_download,
+        _add_impute,
     ):
         add(sub)
     return parser

@@ -18,3 +18,8 @@ class DataError(CondVAEError):
 
 class CheckpointError(CondVAEError):
     """A checkpoint or pretrained directory is missing, corrupt, truncated or mismatched."""
+
+
+class ConditioningWarning(UserWarning):
+    """A conditioning fit that ran but whose answer may not be trusted (e.g. a low effective
+    sample size); the message names the queries and what to do instead."""

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from condvae.data import ImageData, fixed_binarize, load_dataset, load_image
+from condvae.data.tables import is_table_name, load_table
 from condvae.errors import CondVAEError
 from condvae.models import VAE
 
@@ -76,7 +77,11 @@ def evaluate(
 
 
 def load_model_dataset(model: VAE, dataset: str, split: str, data_dir: str | None) -> ImageData:
-    """A dataset split shaped for ``model`` (folder datasets are resized to its image size)."""
+    """A dataset split shaped for ``model`` (folder datasets are resized to its image size; a
+    table's split is mapped to a tabular model's space)."""
+    if is_table_name(dataset) and hasattr(model, "to_model"):
+        table = load_table(dataset, split)
+        return ImageData(model.to_model(table.x, "dataset"), None, table.name, split)  # type: ignore[operator]
     if dataset.startswith("folder:"):
         size = (model.data_shape[-2], model.data_shape[-1])
         return load_dataset(dataset, split, data_dir, size=size, channels=model.data_shape[0])

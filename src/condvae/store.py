@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from torch import nn
 from condvae.checkpoint import PICKLE_SUFFIXES, atomic_save_tensors, atomic_write_bytes, read_tensors
 from condvae.errors import CheckpointError, CondVAEError
 from condvae.models import ARCHITECTURES, VAE, build_model
+from condvae.models.source import source_origin
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 CONFIG_FILE = "config.json"
@@ -49,6 +53,7 @@ class Kind:
     header: Callable[[Any], dict[str, str]] = lambda module: {}  # checked against the weights
     check: Callable[[Any, Any, str], None] | None = None  # (module, vae, where): refuse a wrong VAE
     describe: Callable[[dict[str, Any]], str] = lambda config: str(config["model"].get("architecture"))
+    verify: Callable[[Any, dict[str, Any]], None] | None = None  # (module, config): before any write
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -84,6 +89,11 @@ def resolve(kind: Kind, name: str | Path) -> Path:
         return path
     if path.is_file():
         never = " (condvae never unpickles)" if path.suffix in PICKLE_SUFFIXES else ""
+        if never and kind is VAES:  # a user's own torch.save'd model: say how to bring it in
+            never = (
+                " (condvae never unpickles; for your own model, condvae.wrap(..., source="
+                "'package.module:factory') then condvae.save_pretrained(vae, DIR))"
+            )
         raise CheckpointError(
             f"{kind.key}: {str(path)!r} is a file; pass the directory holding config.json and "
             f"model.safetensors{never}"
@@ -151,12 +161,28 @@ def _check_state(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path
             raise CheckpointError(f"checkpoint: {str(path)!r} tensor {key!r} contains NaN or inf")
 
 
+def _refuse_code_inside(directory: Path, config: dict[str, Any]) -> None:
+    """A wrapped model names an importable factory; should that resolve to a file inside the
+    model's own folder (it is the working directory, say), refuse: a downloaded folder's code
+    is never run. Any other module is imported as an ``import`` statement would."""
+    source = config["model"].get("source")
+    if not isinstance(source, str):
+        return
+    origin = source_origin(source)
+    if origin is not None and origin.is_relative_to(directory.resolve()):
+        raise CheckpointError(
+            f"config: source {source!r} resolves to {str(origin)!r} inside the model directory; "
+            "condvae never runs code from a model's folder (install the package that defines it)"
+        )
+
+
 def load(kind: Kind, name: str | Path, device: str | torch.device | None = "cpu", vae: Any = None) -> Any:
     """An artifact of ``kind`` by bundled name or directory, checked against its config (and ``vae``)."""
     if kind.check is not None and vae is None:
         raise CondVAEError(f"vae: a {kind.title} is loaded for the VAE it was trained for; pass that VAE")
     directory = resolve(kind, name)
     config = read_config(kind, directory)
+    _refuse_code_inside(directory, config)
     try:
         module = kind.build(config, vae)
     except (KeyError, TypeError) as exc:
@@ -215,22 +241,47 @@ def render_card(config: dict[str, Any]) -> str:
 
 
 def save_pretrained(module: nn.Module, directory: str | Path, card: dict[str, Any] | None = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``README.md`` (each atomically) for any kind.
+    """Write ``config.json``, ``model.safetensors`` and ``README.md`` for any kind.
 
-    The card defaults to the module's own ``card``.
+    The card defaults to the module's own ``card``. Everything is checked first (the kind, its
+    config and card as JSON, the kind's own ``verify``), so a refusal creates nothing. A new
+    directory is written as a hidden temporary one beside it and renamed into place (atomic on
+    POSIX): a crash leaves no directory or a complete one, never an empty or half-written one.
+    Into an existing directory (other files in it are kept) each file is replaced atomically.
     """
     kind = next((k for cls in type(module).__mro__ for k in KINDS.values() if k.cls is cls), None)
     if kind is None:
         raise CondVAEError(f"module: cannot save a {type(module).__name__}; condvae saves {sorted(KINDS)}")
     directory, card = Path(directory), dict(card or getattr(module, "card", {}))
+    if directory.exists() and not directory.is_dir():
+        raise CondVAEError(f"directory: {str(directory)!r} is a file; pass a directory to save into")
     config = {"format": kind.format, "format_version": kind.version, **kind.entries(module)}
     if card:
         config["card"] = card
-    atomic_save_tensors(
-        directory / WEIGHTS_FILE, module.state_dict(), {"format": kind.format, **kind.header(module)}
-    )
-    atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
-    atomic_write_bytes(directory / CARD_FILE, render_card(config).encode())
+    try:
+        text = json.dumps(config, indent=2) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise CondVAEError(f"card: the config and card must be JSON-serialisable ({exc})") from None
+    files = {CONFIG_FILE: text.encode(), CARD_FILE: render_card(config).encode()}
+    if kind.verify is not None:
+        kind.verify(module, config)
+    state, header = module.state_dict(), {"format": kind.format, **kind.header(module)}
+    if directory.is_dir():
+        atomic_save_tensors(directory / WEIGHTS_FILE, state, header)  # weights first: the config
+        for name, data in files.items():  # describing them appears only once they are complete
+            atomic_write_bytes(directory / name, data)
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        atomic_save_tensors(staging / WEIGHTS_FILE, state, header)
+        for name, data in files.items():
+            atomic_write_bytes(staging / name, data)
+        staging.chmod(0o755)  # mkdtemp's folders are 0700; the saved one should read like any other
+        os.rename(staging, directory)  # refuses (OSError) if someone created it meanwhile
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return directory
 
 
@@ -270,6 +321,26 @@ def fingerprint(vae: nn.Module) -> str:
     return value
 
 
+def _verify_vae(model: VAE, config: dict[str, Any]) -> None:
+    """Before saving: the config must rebuild a model with the same tensors (names and shapes);
+    a wrapped model's source must import and build the user's module."""
+    # Building initialises weights from the global RNG: fork it, so that saving mid-training
+    # (the best model so far) leaves the run's random stream, and so its resume, untouched.
+    with torch.random.fork_rng(devices=[]):
+        verify_source = getattr(model, "verify_source", None)
+        if verify_source is not None:
+            verify_source()  # a wrapped model: one-line errors about its source, not its config
+        rebuilt = build_model(config["model"]).state_dict()
+    state = model.state_dict()
+    differ = sorted(k for k in set(state) | set(rebuilt) if k not in state or k not in rebuilt)
+    differ += sorted(k for k in set(state) & set(rebuilt) if state[k].shape != rebuilt[k].shape)
+    if differ:
+        raise CondVAEError(
+            f"model: its config() does not rebuild it ({len(differ)} tensors differ, e.g. {differ[:3]}); "
+            "config() must return every constructor argument"
+        )
+
+
 def _describe_vae(config: dict[str, Any]) -> str:
     m = config["model"]
     latent = m.get("latent_dim") or f"{sum(m['groups'])} in groups {m['groups']}"
@@ -289,6 +360,7 @@ VAES = register(
         architectures=ARCHITECTURES,
         header=lambda model: {"architecture": model.architecture},
         describe=_describe_vae,
+        verify=_verify_vae,
     )
 )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import time
 
 import torch
 
@@ -11,6 +13,51 @@ from condvae.conditioning.base import Diagnostics, Posterior, Query, reparameter
 from condvae.conditioning.registry import register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
+
+# One-sided confidence of the pilot's bounds on each acceptance rate: z = 3 (99.9%), so a
+# reachable request is refused, or a hopeless one let through to sample(), about once in 700.
+_Z = 3.0
+_PILOT_FIRST = 1024  # proposals per query in the pilot's first round; later rounds double
+# Expected accepts below which the pilot's rate is reported as its upper bound only: with few
+# accepts the mean of p(x_o | z) / M is dominated by the best proposal seen and far too low.
+_MEASURED = 10
+
+
+def wilson_bounds(rate: torch.Tensor, n: int, z: float = _Z) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wilson score interval (lower, upper) for a success rate estimated from n trials.
+
+    p_± = (p + z^2 / 2n ± z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n); with p = 0 the
+    upper bound is z^2 / (n + z^2) (close to the "rule of three" 3 / n for z = sqrt(3)).
+    Wilson, "Probable inference, the law of succession, and statistical inference", 1927.
+    """
+    centre = rate + z**2 / (2 * n)
+    spread = z * torch.sqrt(rate * (1 - rate) / n + z**2 / (4 * n**2))
+    shrink = 1 + z**2 / n
+    return ((centre - spread) / shrink).clamp_min(0), ((centre + spread) / shrink).clamp_max(1)
+
+
+def _sci(log_value: float) -> str:
+    """exp(log_value) in two significant digits, also far beyond float range: 3.2e-120."""
+    exponent = math.floor(log_value / math.log(10))
+    mantissa = math.exp(log_value - exponent * math.log(10))
+    if mantissa >= 9.95:  # rounding carried into the next power of ten
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.2g}e{exponent:+03d}"
+
+
+def _duration(log_seconds: float) -> str:
+    """A rough human duration from its log: 40 s, 12 min, 3.1 h, 5.2 days, 3e+40 years."""
+    for unit, seconds in (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if log_seconds >= math.log(seconds):
+            value = log_seconds - math.log(seconds)
+            return f"{_plain(value)} {unit}" if value < math.log(1e4) else f"{_sci(value)} {unit}"
+    return f"{_plain(log_seconds)} s"
+
+
+def _plain(log_value: float) -> str:
+    """exp(log_value) below 10^4 as people write it: 0.31, 4.2, 37, 2100."""
+    value = math.exp(log_value)
+    return f"{value:.2g}" if value < 100 else f"{round(value, -1):.0f}"
 
 
 def likelihood_bound(query: Query, starts: int = 16, steps: int = 200, lr: float = 0.05) -> torch.Tensor:
@@ -36,6 +83,9 @@ class RejectionDiagnostics(Diagnostics):
     proposals: int = 0  # over all queries and sample() calls
     bound_raised: int = 0  # times a proposal exceeded M (that query's draws restarted)
     acceptance_rate: torch.Tensor | None = None  # [B], of the last sample() call
+    pilot_proposals: int = 0  # per query, in the fit-time pilot
+    pilot_acceptance_rate: torch.Tensor | None = None  # [B], estimated by the pilot
+    pilot_rate_bounds: torch.Tensor | None = None  # [B, 2], its lower and upper confidence bounds
 
 
 @register("rejection")
@@ -51,26 +101,51 @@ class Rejection(Posterior):
     ever exceed it, M is raised and that query's draws restart, so the output stays exact.
     The acceptance rate falls fast with the latent size and the amount of evidence.
 
+    So that a hopeless request fails at fit time and not after the whole budget is spent,
+    ``condition`` runs a pilot of prior proposals per query (rounds of 1024, doubling; in
+    all at most max(4096, budget / 10) and never more than the budget) and estimates each
+    acceptance rate a = p(x_o) / M by the mean of p(x_o | z) / M over the pilot (the
+    expected number of accepts, steadier than counting them), with Wilson bounds at z = 3.
+    If some query's upper bound gives ``budget * a < samples``, it raises, naming the query,
+    its rate, the proposals it would need and the time they would take at the measured
+    throughput. The pilot stops as soon as every query is settled either way; the rates go
+    to ``diagnostics.pilot_acceptance_rate`` and ``sample()`` keeps its own budget check.
+
     Arguments:
         budget: the most proposals per query in one ``sample()`` call before giving up.
         round_size: proposals per query per vectorised round (default: sized to memory).
+        samples: the draws per query you plan to ask of one ``sample()`` call: the fit
+            refuses when the budget cannot deliver them; None skips the pilot.
 
     References:
         Wu, Domke & Sanner, "Conditional Inference in Pre-trained Variational Autoencoders
         via Cross-coding", 2018, arXiv:1805.07785 (the rejection-sampling baseline).
+        Wilson, "Probable inference, the law of succession, and statistical inference",
+        1927 (the score interval of the pilot's acceptance rates).
     """
 
     exact = True
     diagnostics_type = RejectionDiagnostics
     diagnostics: RejectionDiagnostics
 
-    def __init__(self, query: Query, *, budget: int = 1_000_000, round_size: int | None = None) -> None:
+    def __init__(
+        self,
+        query: Query,
+        *,
+        budget: int = 1_000_000,
+        round_size: int | None = None,
+        samples: int | None = 1000,
+    ) -> None:
         super().__init__(query)
         if not isinstance(budget, int) or budget < 1:
             raise CondVAEError(f"budget: expected a positive number of proposals per query, got {budget!r}")
         if round_size is not None and (not isinstance(round_size, int) or round_size < 1):
             raise CondVAEError(f"round_size: expected a positive integer, got {round_size!r}")
-        self.budget = budget
+        if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 1):
+            raise CondVAEError(
+                f"samples: expected a positive number of draws per query or None, got {samples!r}"
+            )
+        self.budget, self.samples = budget, samples
         per_round = 2**23 // max(1, query.batch * max(1, int(query.mask.flatten(1).sum(1).max())))
         self.round_size = round_size or int(min(budget, max(256, per_round)))
         self.rate = torch.full((query.batch,), torch.nan, device=query.x.device)  # of the last call
@@ -79,6 +154,67 @@ class Rejection(Posterior):
         with torch.enable_grad():
             self.log_bound = likelihood_bound(self.query)
         self.diagnostics.log_bound = self.log_bound
+        if self.samples is not None:
+            self.pilot(self.samples)
+
+    @torch.no_grad()
+    def pilot(self, samples: int) -> None:
+        """Refuse, in one line, when some query cannot give ``samples`` draws within the budget.
+
+        Rounds of prior proposals (their own stream, so ``sample()`` draws are unchanged)
+        until every query's Wilson bounds put budget * rate clearly above or below
+        ``samples``, or the pilot's cap is reached.
+        """
+        q, d = self.query, self.diagnostics
+        cap = min(self.budget, max(4 * _PILOT_FIRST, self.budget // 10))
+        need = samples / self.budget  # the acceptance rate the request needs
+        # log sum_k p(x_o | z_k) in float64: a hopeless query's rate (e^-300, say) must still
+        # come out as a number for the message, not underflow to 0.
+        log_total = torch.full((q.batch,), -math.inf, dtype=torch.float64, device=q.x.device)
+        log_peak = self.log_bound.double()
+        n, start = 0, time.perf_counter()
+        for round_ in itertools.count():
+            size = min(_PILOT_FIRST * 2**round_, self.round_size, cap - n)
+            eps = q.stream("rejection/pilot").normal(size, q.latent_dim, index=round_)
+            log_lik = q.vae.log_likelihood(q.x, reparameterize(q.vae.prior, eps), q.mask, q.prepared).double()
+            log_total = torch.logaddexp(log_total, torch.logsumexp(log_lik, 0))
+            # Rates against max(M, what the pilot saw), so they stay in [0, 1]. self.log_bound is
+            # left alone: sample() raises it when it must, and its draws may not depend on how
+            # long the pilot ran (that depends on the batch mates).
+            log_peak = torch.maximum(log_peak, log_lik.max(0).values)
+            n += size
+            log_rate = log_total - math.log(n) - log_peak
+            lower, upper = wilson_bounds(log_rate.exp(), n)
+            if bool((upper < need).any()) or bool((lower >= need).all()) or n >= cap:
+                break
+        seconds = time.perf_counter() - start
+        d.pilot_proposals, d.pilot_acceptance_rate = n, log_rate.exp().float()
+        d.pilot_rate_bounds = torch.stack([lower, upper], -1).float()
+        hopeless = (upper < need).nonzero().flatten()
+        if not len(hopeless):
+            return
+        i = int(hopeless[torch.argmin(upper[hopeless])])
+        per_second = n / max(seconds, 1e-9)  # proposals per query per second (the batch runs at once)
+        accepts = n * float(log_rate[i].exp())  # the pilot's expected number of accepts
+        if accepts >= _MEASURED:
+            about, log_rate_i = "about", float(log_rate[i])
+            rate = f"its acceptance rate is about {_sci(log_rate_i)} ({accepts:.0f} accepts expected in {n})"
+        else:  # too few accepts to measure: the point estimate would be far too low, give the bound
+            about, log_rate_i = "more than", math.log(float(upper[i]))
+            expected = f"{accepts:.2g}" if accepts >= 0.01 else "< 0.01"
+            rate = (
+                f"{n} pilot proposals expect {expected} accepts, so its rate is below {float(upper[i]):.2g}"
+            )
+        log_proposals = math.log(samples) - log_rate_i
+        time_needed = _duration(log_proposals - math.log(per_second))
+        more = len(hopeless) - 1
+        others = f" (and {more} more quer{'y' if more == 1 else 'ies'})" if more else ""
+        raise CondVAEError(
+            f"budget: rejection cannot give query {i}{others} samples={samples} draws within budget="
+            f"{self.budget} proposals: {rate}; it needs {about} {_sci(log_proposals)} proposals, {about} "
+            f"{time_needed} at the measured {per_second:.3g} proposals/s; "
+            "use importance with a fitted proposal, hmc or a cross-coder (gvi, planar), or lower samples"
+        )
 
     def log_evidence(self) -> torch.Tensor:
         """From the acceptance rate of the last ``sample()`` call (1000 draws if none yet)."""

@@ -19,9 +19,11 @@ from condvae.models.likelihoods import (
 )
 from condvae.models.linear_gaussian import LinearGaussianVAE
 from condvae.models.mlp import MLPVAE
+from condvae.models.tabular import TabularDistribution, TabularLikelihood, TabularVAE
 
 ARCHITECTURES: dict[str, type[VAE]] = {
-    cls.architecture: cls for cls in (MLPVAE, ConvVAE, LinearGaussianVAE, HierarchicalVAE)
+    cls.architecture: cls
+    for cls in (MLPVAE, ConvVAE, LinearGaussianVAE, HierarchicalVAE, TabularVAE, WrappedVAE)
 }
 
 
@@ -56,6 +58,9 @@ __all__ = [
     "Likelihood",
     "LinearGaussianVAE",
     "LogisticLikelihood",
+    "TabularDistribution",
+    "TabularLikelihood",
+    "TabularVAE",
     "TopDownGaussian",
     "WrappedVAE",
     "build_model",

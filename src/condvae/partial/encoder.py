@@ -47,9 +47,12 @@ def vae_name(vae: VAE) -> str:
 
 
 def masked_input(x: torch.Tensor, mask: torch.Tensor, data_shape: tuple[int, ...]) -> torch.Tensor:
-    """[x * m, m] along the channel axis (images) or the feature axis (vectors)."""
+    """[x * m, m] along the channel axis (images) or the feature axis (vectors).
+
+    ``torch.where`` rather than a product: unobserved values may be NaN (missing table entries).
+    """
     m = mask.to(x.dtype)
-    return torch.cat([x * m, m], dim=-len(data_shape))
+    return torch.cat([torch.where(mask.bool(), x, torch.zeros_like(x)), m], dim=-len(data_shape))
 
 
 def _widen_first(layer: nn.Module) -> nn.Module:
@@ -248,10 +251,35 @@ class TopDownPartialEncoder(PartialEncoder):
         return kl
 
 
+class NativePartialEncoder(PartialEncoder):
+    """r(z | x_o, m) for a VAE whose own encoder reads ``[x * m, m]`` (``encode_partial``, as the
+    tabular VAE's does): a copy of it, so that r = q(z | x_o, m) at the start, then trained
+    over masks. Its O_for target q(z | x) is the VAE's encoder on the observed (non-NaN) entries."""
+
+    kind = "native"
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__(vae)
+        self.net = copy.deepcopy(vae)
+        self.net.decoder = nn.Sequential()  # only the encoder is used: no decoder weights to store
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, vae: VAE | None = None) -> Distribution:  # type: ignore[override]
+        return self.net.encode_partial(x, mask)  # type: ignore[operator]
+
+    def forward_kl(self, vae: VAE, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.distributions.kl_divergence(vae.encode(x), self(x, mask))
+
+
 def build_partial_encoder(
     vae: VAE, covariance: str = "diagonal", hidden: list[int] | None = None
 ) -> PartialEncoder:
-    """The partial encoder that fits ``vae``: top-down for hierarchical VAEs, flat otherwise."""
+    """The partial encoder that fits ``vae``: top-down for hierarchical VAEs, a copy of the
+    encoder for VAEs with ``encode_partial`` (diagonal, no ``hidden``), flat otherwise."""
+    if hasattr(vae, "encode_partial") and covariance == "diagonal" and hidden is None:
+        return NativePartialEncoder(vae)
     if isinstance(vae, HierarchicalVAE):
         if covariance != "diagonal" or hidden is not None:
             raise CondVAEError(

@@ -20,10 +20,11 @@ import torch
 
 from condvae.conditioning.variational import frozen
 from condvae.data import fixed_binarize, load_dataset
+from condvae.data.tables import load_table
 from condvae.errors import CondVAEError
 from condvae.loop import LoopConfig, Outcome, Phase, Trainee, run
 from condvae.masks import sample_masks
-from condvae.models import VAE
+from condvae.models import VAE, TabularVAE
 from condvae.partial.encoder import COVARIANCES, PartialEncoder, build_partial_encoder
 from condvae.partial.pretrained import save_partial_encoder
 from condvae.store import from_pretrained
@@ -85,8 +86,11 @@ def _data(
         if not dataset:
             raise CondVAEError("dataset: the VAE's card names no dataset; pass --dataset")
         size = tuple(vae.data_shape[1:]) if len(vae.data_shape) == 3 else None
-        train_x = load_dataset(dataset, "train", cfg.data_dir, size=size).x  # type: ignore[arg-type]
-        valid_x = load_dataset(dataset, "valid", cfg.data_dir, size=size).x  # type: ignore[arg-type]
+        if isinstance(vae, TabularVAE):  # a table's splits, mapped to the model's space
+            train_x, valid_x = (vae.to_model(load_table(dataset, s).x, "dataset") for s in ("train", "valid"))
+        else:
+            train_x = load_dataset(dataset, "train", cfg.data_dir, size=size).x  # type: ignore[arg-type]
+            valid_x = load_dataset(dataset, "valid", cfg.data_dir, size=size).x  # type: ignore[arg-type]
     for arg, x in (("data[0]", train_x), ("data[1]", valid_x)):
         vae.check_x(x if vae.likelihood.name != "bernoulli" else x.round(), arg)
     if cfg.limit_train:
@@ -121,6 +125,7 @@ def train_partial_encoder(
     valid_x = valid_x[: cfg.valid_size]
     valid_x = fixed_binarize(valid_x) if bernoulli else valid_x
     valid_mask = sample_masks(cfg.masks, len(valid_x), vae.data_shape, generator(cfg.seed, "valid/masks"))
+    valid_mask &= ~torch.isnan(valid_x)  # a table's missing entries are never evidence
     has_encoder = _has_encoder(vae, valid_x[:2])
     if cfg.objective == "forward" and not has_encoder:
         raise CondVAEError(
@@ -132,8 +137,8 @@ def train_partial_encoder(
 
     def step(phase: int, t: int, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = torch.bernoulli(train_x[batch], generator=gen) if bernoulli else train_x[batch]
-        mask = sample_masks(cfg.masks, len(x), vae.data_shape, gen).to(cfg.device)
-        x = x.to(cfg.device)
+        mask = sample_masks(cfg.masks, len(x), vae.data_shape, gen) & ~torch.isnan(x)  # observed only
+        x, mask = x.to(cfg.device), mask.to(cfg.device)
         if cfg.objective == "forward":
             return encoder.forward_kl(vae, x, mask).mean()
         return encoder.reverse_loss(vae, x, mask, cfg.samples).mean()
