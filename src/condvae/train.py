@@ -111,17 +111,22 @@ class TrainResult:
 
 
 @torch.no_grad()
-def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int = 1000, seed: int = 0) -> float:
-    """Mean ELBO (nats per item) of ``x`` as given, one z sample per item, reproducible."""
+def _mean_score(model: VAE, x: torch.Tensor, score: Any, batch_size: int, seed: int) -> float:
+    """Mean of ``score(batch)`` per item over ``x`` in eval mode, under a fixed seed."""
     was_training = model.training
     model.eval()
     total = 0.0
     with torch.random.fork_rng(devices=[] if model.device.type == "cpu" else [model.device]):
         torch.manual_seed(seed)
         for start in range(0, x.shape[0], batch_size):
-            total += float(model.elbo(x[start : start + batch_size].to(model.device)).sum())
+            total += float(score(x[start : start + batch_size].to(model.device)).sum())
     model.train(was_training)
     return total / max(x.shape[0], 1)
+
+
+def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int = 1000, seed: int = 0) -> float:
+    """Mean ELBO (nats per item) of ``x`` as given, one z sample per item, reproducible."""
+    return _mean_score(model, x, model.elbo, batch_size, seed)
 
 
 def _checked(x: Any, argument: str) -> torch.Tensor:
@@ -256,18 +261,9 @@ def baseline_log_likelihood(
     return total
 
 
-@torch.no_grad()
 def mean_iwae(model: TabularVAE, x: torch.Tensor, k: int, seed: int = 0, batch_size: int = 500) -> float:
     """Mean MIWAE bound (nats per row) of ``x`` (model space, NaN = missing), reproducible."""
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    with torch.random.fork_rng(devices=[] if model.device.type == "cpu" else [model.device]):
-        torch.manual_seed(seed)
-        for start in range(0, x.shape[0], batch_size):
-            total += float(model.iwae(x[start : start + batch_size].to(model.device), k).sum())
-    model.train(was_training)
-    return total / max(x.shape[0], 1)
+    return _mean_score(model, x, lambda rows: model.iwae(rows, k), batch_size, seed)
 
 
 def _table_inputs(
