@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from safetensors.torch import save_file
 from condvae import MLPVAE, CheckpointError, ConvVAE, from_pretrained, load, save_pretrained
 from condvae.checkpoint import atomic_save_tensors, read_tensors
 from condvae.classifier import CLASSIFIERS, SmallCNN, load_classifier, save_classifier
+from condvae.loop import CHECKPOINT, PREVIOUS, LoopConfig, Phase, Trainee, run
 from condvae.partial import ENCODERS
 from condvae.pyramid import PYRAMIDS
 from condvae.store import KINDS, VAES, bundled, describe
@@ -179,3 +183,143 @@ def test_the_listing_covers_every_kind() -> None:
     for kind in (VAES, ENCODERS, PYRAMIDS, CLASSIFIERS):
         assert f"bundled {kind.title}s ({kind.loader}):" in text and bundled(kind)
         assert all(f"\n{name}: " in text for name in bundled(kind))
+
+
+# Keeping the previous checkpoint: a tiny linear trainee on 8 fixed items, through the real loop.
+# With checkpoint_every 2 and no validation before the phase's end, a 6-step run checkpoints at
+# steps 2, 4 and 6.
+
+
+class Killed(Exception):
+    """Stands in for a kill: the run stops mid-way and nothing after it runs."""
+
+
+def _trainee(steps: int = 6, kill_at: int | None = None, seen: list[int] | None = None) -> Trainee:
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 1)
+    x = torch.linspace(-1, 1, 24).reshape(8, 3)
+
+    def step(phase: int, t: int, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if t == kill_at:
+            raise Killed
+        if seen is not None:
+            seen.append(t)
+        return ((module(x[batch]) - x[batch].sum(1, keepdim=True)) ** 2).mean()
+
+    phases = [Phase(list(module.parameters()), steps)]
+    return Trainee(module=module, phases=phases, items=8, step=step, save=lambda *_: None, valid_every=100)
+
+
+def _run(out: Path, trainee: Trainee, resume: bool = False) -> Trainee:
+    cfg = LoopConfig(out=str(out), batch_size=2, lr=1e-2, checkpoint_every=2)
+    run(cfg, trainee, resume=resume, progress=False)
+    return trainee
+
+
+def _written_step(path: Path) -> int:
+    return json.loads(read_tensors(path)[1]["loop"])["step"]
+
+
+def _same_weights(a: Trainee, b: Trainee) -> bool:
+    pairs = zip(a.module.state_dict().values(), b.module.state_dict().values(), strict=True)
+    return all(torch.equal(u, v) for u, v in pairs)
+
+
+def _truncate(path: Path, keep: int | None = None) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2 if keep is None else keep])
+
+
+def test_a_checkpoint_keeps_the_one_it_replaces(tmp_path: Path) -> None:
+    _run(tmp_path, _trainee())
+    assert _written_step(tmp_path / CHECKPOINT) == 6 and _written_step(tmp_path / PREVIOUS) == 4
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_keeping_never_replaces_a_good_file_with_a_truncated_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, keep = tmp_path / "c.safetensors", tmp_path / "c.prev.safetensors"
+    for value in (1.0, 2.0):
+        atomic_save_tensors(path, {"w": torch.full((50,), value)}, {}, keep=keep)
+    _truncate(path)
+    atomic_save_tensors(path, {"w": torch.full((50,), 3.0)}, {}, keep=keep)
+    assert float(read_tensors(keep)[0]["w"][0]) == 1.0 and float(read_tensors(path)[0]["w"][0]) == 3.0
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError("hard links are not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)  # then the old file is renamed to ``keep`` instead
+    atomic_save_tensors(path, {"w": torch.full((50,), 4.0)}, {}, keep=keep)
+    assert float(read_tensors(keep)[0]["w"][0]) == 3.0 and float(read_tensors(path)[0]["w"][0]) == 4.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.prev.safetensors", "c.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("cut", "retrained"),
+    [("half", "the steps after it"), ("tail", "steps 5 to 6")],  # a tail cut leaves the header whole
+)
+def test_a_truncated_checkpoint_resumes_from_the_previous_one(
+    tmp_path: Path, cut: str, retrained: str
+) -> None:
+    whole = _run(tmp_path / "whole", _trainee())
+    _run(tmp_path / "run", _trainee())
+    size = (tmp_path / "run" / CHECKPOINT).stat().st_size
+    _truncate(tmp_path / "run" / CHECKPOINT, None if cut == "half" else size - 16)
+    seen: list[int] = []
+    with pytest.warns(UserWarning) as record:
+        resumed = _run(tmp_path / "run", _trainee(seen=seen), resume=True)
+    (message,) = [str(w.message) for w in record]
+    assert "\n" not in message
+    assert message.startswith(f"checkpoint: {str(tmp_path / 'run' / CHECKPOINT)!r} is corrupt, truncated")
+    assert message.endswith(
+        f"resuming from {str(tmp_path / 'run' / PREVIOUS)!r} at step 4 ({retrained} are trained again)"
+    )
+    assert seen == [4, 5] and _same_weights(resumed, whole)  # the lost steps retrained bit for bit
+    # the truncated file was replaced, not kept: the previous checkpoint is still the good one
+    assert _written_step(tmp_path / "run" / CHECKPOINT) == 6
+    assert _written_step(tmp_path / "run" / PREVIOUS) == 4
+
+
+def test_both_checkpoints_unreadable_is_a_one_line_error(tmp_path: Path) -> None:
+    _run(tmp_path, _trainee())
+    _truncate(tmp_path / CHECKPOINT)
+    (tmp_path / PREVIOUS).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as info:
+        _run(tmp_path, _trainee(), resume=True)
+    message, newest = str(info.value), str(tmp_path / CHECKPOINT)
+    assert "\n" not in message and message.startswith(f"checkpoint: {newest!r} is corrupt")
+    assert f"the previous checkpoint is unusable too: checkpoint: {str(tmp_path / PREVIOUS)!r}" in message
+    (tmp_path / PREVIOUS).unlink()  # with no previous checkpoint, the newest's own error
+    with pytest.raises(
+        CheckpointError, match=r"^checkpoint: .*checkpoint\.safetensors' is corrupt, truncated"
+    ):
+        _run(tmp_path, _trainee(), resume=True)
+
+
+@pytest.mark.parametrize("moment", ["temp file written", "old file renamed"])
+def test_a_kill_inside_a_checkpoint_write_leaves_a_resumable_run(tmp_path: Path, moment: str) -> None:
+    whole = _run(tmp_path / "whole", _trainee())
+    out = tmp_path / "run"
+    with pytest.raises(Killed):  # killed during step 5, after the checkpoint at step 4
+        _run(out, _trainee(kill_at=4))
+    assert _written_step(out / CHECKPOINT) == 4 and _written_step(out / PREVIOUS) == 2
+    # the write of a later checkpoint, killed after its temp file (here half written) and before
+    # its rename; "old file renamed" is the moment inside it where hard links are unsupported
+    stray = out / f".{CHECKPOINT}.k1ll3d.tmp"
+    shutil.copy(out / CHECKPOINT, stray)
+    _truncate(stray)
+    if moment == "old file renamed":
+        os.replace(out / CHECKPOINT, out / PREVIOUS)
+    seen: list[int] = []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        resumed = _run(out, _trainee(seen=seen), resume=True)
+    assert seen == [4, 5] and _same_weights(resumed, whole)
+    assert not stray.exists()
+    messages = [str(w.message) for w in record]
+    if moment == "temp file written":
+        assert messages == []
+    else:
+        assert len(messages) == 1 and "does not exist; resuming from" in messages[0]
+    assert _written_step(out / CHECKPOINT) == 6

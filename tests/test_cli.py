@@ -19,7 +19,10 @@ from condvae.train import TrainConfig
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(args)
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse refuses a flag's value itself, in the same one-line form
+        code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
 

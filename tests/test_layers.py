@@ -16,7 +16,7 @@ SRC = Path(condvae.__file__).parent
 # Lowest first; a package may import its own layer or lower ones.
 LAYERS: list[set[str]] = [
     # masks and plotting: pure tensor and figure code that the trainers and the pyramid use
-    {"errors", "streams", "data", "masks", "plotting"},
+    {"errors", "guards", "streams", "data", "masks", "plotting"},
     {"models"},
     {"store", "checkpoint", "train", "loop", "evaluate"},
     {"conditioning"},

@@ -1,4 +1,4 @@
-"""Command line: ``condvae train | evaluate | inpaint | demo | pyramid | models | download | impute``.
+"""Command line: demo, inpaint, models, train, train-partial-encoder, evaluate, pyramid, impute, download.
 
 Each subcommand mirrors a Python function; the flags of the training commands are generated from
 the fields of their config dataclasses, so defaults live in one place. Mistakes in the arguments
@@ -18,6 +18,53 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from condvae.errors import CondVAEError
+from condvae.guards import check_count, check_device, check_output_file, check_output_folder
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the promised error format: one line naming the argument, exit status 2
+    (argparse's own prints the whole usage first). Abbreviated flags are refused: ``--sample``
+    silently meaning ``--samples`` hides typos."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"condvae: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        return check_count(int(text), "value")
+    except (ValueError, CondVAEError):
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+
+
+def _device(text: str) -> str:
+    try:
+        return str(check_device(text))
+    except CondVAEError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
+def _option(text: str) -> tuple[str, str, object]:
+    """``METHOD.KEY=VALUE`` -> (method, key, value); the value read as a Python literal."""
+    import ast
+
+    head, eq, value = text.partition("=")
+    method, dot, key = head.partition(".")
+    if not (eq and dot and method.strip() and key.strip()):
+        raise argparse.ArgumentTypeError(
+            f"expected METHOD.OPTION=VALUE (e.g. rejection.budget=10000000), got {text!r}"
+        )
+    try:
+        parsed: object = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()  # a word, such as proposal=prior
+    if isinstance(parsed, float) and parsed.is_integer() and "e" in value.lower():
+        parsed = int(parsed)  # 1e7 for a count
+    return method.strip(), key.strip(), parsed
 
 
 def _int_list(text: str) -> list[int]:
@@ -64,7 +111,7 @@ HELP = {  # for the shared flags, and config fields without metadata["help"]
     "covariance": "diagonal | full",
     "hidden": "widths of a fresh MLP body",
     "samples": "reverse: z draws per item",
-    "device": "torch device, e.g. cpu or cuda",
+    "device": "torch device: cpu, cuda or cuda:N (checked before any work)",
     "no_progress": "no progress bars",
     "resume": "continue the checkpoint in --out",
 }
@@ -72,9 +119,9 @@ ALIASES = {"kl_warmup_steps": "--kl-warmup", "vae": "--model"}  # older flag nam
 PARSERS: dict[str, Callable[[str], Any]] = {"image_size": _size}
 ARCH = "model"  # the config field built from the explicit model-architecture flags
 SHARED: dict[str, dict[str, Any]] = {
-    "--device": {"default": "cpu"},
+    "--device": {"default": "cpu", "type": _device},
     "--data-dir": {"default": None},
-    "--seed": {"type": int, "default": 0},
+    "--seed": {"type": int, "default": 0, "help": "random seed (the same seed gives the same result)"},
     "--no-progress": {"action": "store_true"},
     "--resume": {"action": "store_true"},
 }
@@ -84,9 +131,9 @@ MODEL_HELP = "bundled model name or pretrained directory"
 
 def _parent(*flags: str) -> argparse.ArgumentParser:
     """A parser holding the shared ``flags``, for ``parents=``."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     for flag in flags:
-        parent.add_argument(flag, **{"help": HELP.get(flag[2:].replace("-", "_")), **SHARED[flag]})
+        parent.add_argument(flag, **{"help": HELP.get(flag[2:].replace("-", "_")) or " ", **SHARED[flag]})
     return parent
 
 
@@ -100,7 +147,11 @@ def _command(
 ) -> argparse.ArgumentParser:
     """A subcommand with the shared ``flags`` and, given a ``config`` dataclass, one flag per field."""
     p = sub.add_parser(
-        name, help=text, parents=[_parent(*flags)], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        name,
+        help=text,
+        description=text,
+        parents=[_parent(*flags)],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.set_defaults(run=run)
     if config is not None:
@@ -112,7 +163,27 @@ def _type(hint: Any) -> Callable[[str], Any]:
     """``int | None`` -> int; ``list[int]`` -> comma-separated integers."""
     union = typing.get_origin(hint) in (types.UnionType, typing.Union)
     (base,) = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
-    return _int_list if typing.get_origin(base) is list else base
+    if typing.get_origin(base) is list:
+        return _int_list
+    return _number(base) if base in (int, float) else base
+
+
+def _number(kind: type) -> Callable[[str], Any]:
+    """int or float flags that refuse NaN and say what they expected."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if value != value:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def add_config_flags(p: argparse.ArgumentParser, config: type) -> None:
@@ -155,15 +226,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     text = "train a VAE (resumable)"
     p = _command(sub, "train", text, _run_train, "--resume", "--no-progress", config=TrainConfig)
     p.add_argument(
-        "--arch", default="mlp", choices=["mlp", "conv", "hierarchical", "linear_gaussian", "tabular"]
+        "--arch",
+        default="mlp",
+        choices=["mlp", "conv", "hierarchical", "linear_gaussian", "tabular"],
+        help="model architecture",
     )
-    p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument("--latent-dim", type=_positive, default=2, help="latent size (mlp, conv, tabular)")
     p.add_argument("--groups", type=_int_list, help="hierarchical: latent group sizes, top first: 4,8,16")
-    p.add_argument("--state", type=int, help="hierarchical: width of the top-down state")
+    p.add_argument("--state", type=_positive, help="hierarchical: width of the top-down state")
     p.add_argument("--hidden", type=_int_list, help="MLP widths, e.g. 512,512; conv: one width")
     p.add_argument("--channels", type=_int_list, help="conv channels, e.g. 32,64")
-    p.add_argument("--likelihood", choices=["bernoulli", "gaussian", "logistic"])
-    p.add_argument("--activation", choices=["relu", "tanh", "elu"])
+    p.add_argument(
+        "--likelihood",
+        choices=["bernoulli", "gaussian", "logistic"],
+        help="p(x | z); default: the architecture's",
+    )
+    p.add_argument(
+        "--activation", choices=["relu", "tanh", "elu"], help="hidden activation; default: the architecture's"
+    )
 
 
 def _train_model(args: argparse.Namespace) -> dict[str, object]:
@@ -196,6 +276,7 @@ def _run_train(args: argparse.Namespace) -> None:
     from condvae.train import TrainConfig, train
 
     cfg = config_from(args, TrainConfig, model=_train_model(args))
+    check_output_folder(cfg.out)
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     _trained(result.steps, result.seconds, "ELBO", result.best_valid_elbo, result.out / "model")
 
@@ -211,10 +292,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--dataset", help="default: the dataset the model was trained on")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--k", type=int, default=5000, help="importance samples per image")
-    p.add_argument("--limit", type=int, help="evaluate the first N images only")
-    p.add_argument("--batch-size", type=int, help="images per batch")
-    p.add_argument("--chunk", type=int, help="importance samples per decoder call")
+    p.add_argument("--k", type=_positive, default=5000, help="importance samples per image")
+    p.add_argument("--limit", type=_positive, help="evaluate the first N images only")
+    p.add_argument("--batch-size", type=_positive, help="images per batch")
+    p.add_argument("--chunk", type=_positive, help="importance samples per decoder call")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
@@ -234,8 +315,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     text = "inpaint test images with a bundled model; writes a PNG"
     p = _command(sub, "demo", text, _run_demo, *WHERE)
     p.add_argument("--model", default="mnist-mlp-z50", help=MODEL_HELP)
-    p.add_argument("--out", default="demo.png")
-    p.add_argument("--n", type=int, default=4, help="test images to complete")
+    p.add_argument(
+        "--out", default="demo.png", help="the picture: .png, .pdf, .svg or .jpg (checked before any work)"
+    )
+    p.add_argument("--n", type=_positive, default=4, help="test images to complete (at most the test split)")
     p.add_argument("--mask", default="top-half", help="evidence, as for inpaint (e.g. random:0.1)")
 
 
@@ -255,38 +338,67 @@ def _add_inpaint(sub: argparse._SubParsersAction) -> None:
         default="random:0.1",
         help="random:P | box:r0,c0,r1,c1 | band:r0,r1 | top-half | quadrant:tl | freeform | ~SPEC | PNG",
     )
-    p.add_argument("--method", default="gvi,planar", help="comma-separated methods")
-    p.add_argument("--samples", type=int, default=8, help="completions to draw per method")
-    p.add_argument("--steps", type=int, help="optimisation steps of the cross-coders")
+    p.add_argument(
+        "--method", default="gvi,planar", help="comma-separated methods (condvae models lists them)"
+    )
+    p.add_argument("--samples", type=_positive, default=8, help="completions to draw per method")
+    p.add_argument("--steps", type=_positive, help="optimisation steps of the cross-coders")
     p.add_argument("--encoder", help="ipa/semi: partial encoder name or directory (default: the bundled one)")
-    p.add_argument("--out", default="inpaint.png")
+    p.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="any option of a method, repeatable: rejection.budget=1e7, mixture.lr=0.01, hmc.chains=8",
+    )
+    p.add_argument(
+        "--out", default="inpaint.png", help="the picture: .png, .pdf, .svg or .jpg (checked before any work)"
+    )
 
 
 def _run_inpaint(args: argparse.Namespace) -> None:
     from condvae import load
     from condvae.conditioning import METHODS
-    from condvae.inpaint import format_rows, inpaint
+    from condvae.inpaint import format_rows, inpaint, parse_methods
 
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    if args.samples < 1:
-        raise CondVAEError(f"samples: expected a positive integer, got {args.samples}")
+    methods = parse_methods(args.method)
+    out = check_output_file(args.out)
     options: dict[str, dict[str, object]] = {}
     if args.steps is not None:
-        flows = [m for m in methods if m in METHODS and "steps" in METHODS[m].options()]
+        flows = [m for m in methods if "steps" in METHODS[m].options()]
         options = {m: {"steps": args.steps} for m in flows}
     if args.encoder is not None:
         for m in ("ipa", "semi"):
             options.setdefault(m, {})["encoder"] = args.encoder
+    for method, key, value in args.option:
+        if method not in methods:
+            raise CondVAEError(f"option: {method!r} is not among the methods run ({', '.join(methods)})")
+        if key not in METHODS[method].options():
+            raise CondVAEError(
+                f"option: {method} has no option {key!r}; it takes {METHODS[method].options()}"
+            )
+        options.setdefault(method, {})[key] = value
+    model = load(args.model, device=args.device)
     rows = inpaint(
-        load(args.model, device=args.device),
+        model,
         args.image,
         args.mask,
         methods,
         options=options,
-        **_pick(args, "samples", "out", "seed", "data_dir"),
+        out=out,
+        **_pick(args, "samples", "seed", "data_dir"),
     )
     print(format_rows(rows))
-    print(f"wrote {args.out}")
+    if rows and rows[0].get("prior_only"):
+        print(f"note: mask {args.mask!r} observes nothing; the completions are samples of the prior")
+    if any("error" not in r for r in rows):
+        print(f"wrote {out}")
+    failed = [r["method"] for r in rows if "error" in r]
+    if len(failed) == len(rows):  # nothing to show: the (first) method's own one-line error
+        raise CondVAEError(rows[0]["error"])
+    if failed:
+        raise CondVAEError(f"method: {len(failed)} of {len(rows)} failed ({', '.join(failed)}); see above")
 
 
 def _add_train_partial(sub: argparse._SubParsersAction) -> None:
@@ -301,6 +413,7 @@ def _run_train_partial(args: argparse.Namespace) -> None:
     from condvae.partial.train import PartialTrainConfig, train_partial_encoder
 
     cfg = config_from(args, PartialTrainConfig)
+    check_output_folder(cfg.out)
     result = train_partial_encoder(cfg, resume=args.resume, progress=not args.no_progress)
     _trained(result.steps, result.seconds, "loss", result.best_valid, result.out / "encoder")
 
@@ -308,16 +421,20 @@ def _run_train_partial(args: argparse.Namespace) -> None:
 def _add_pyramid(sub: argparse._SubParsersAction) -> None:
     from condvae.pyramid.train import PyramidTrainConfig
 
-    p = sub.add_parser("pyramid", help="Laplacian pyramid VAEs: train, sample, edit a painted coarse image")
+    p = sub.add_parser(
+        "pyramid",
+        description="Laplacian pyramid VAEs",
+        help="Laplacian pyramid VAEs: train, sample, edit a painted coarse image",
+    )
     actions = p.add_subparsers(dest="action", required=True)
     text = "train a pyramid greedily, coarse to fine (resumable)"
     run = _run_pyramid_train
     t = _command(actions, "train", text, run, "--resume", "--no-progress", config=PyramidTrainConfig)
-    t.add_argument("--levels", type=int, default=2, help="finer levels below the coarse image")
+    t.add_argument("--levels", type=_positive, default=2, help="finer levels below the coarse image")
     t.add_argument("--latent-dims", type=_int_list, help="one per finer level, coarse to fine")
     t.add_argument("--coarse", help='the coarse VAE\'s config as JSON, e.g. \'{"architecture": "conv"}\'')
     t.add_argument("--channels", type=_int_list, help="conv widths of the finer levels")
-    t.add_argument("--hidden", type=int, help="width of the finer levels' linear layers")
+    t.add_argument("--hidden", type=_positive, help="width of the finer levels' linear layers")
     t.add_argument("--kl-weights", help="lambda per level, coarse first, e.g. 1,1,1")
     t.add_argument("--condition", default="reconstruction", choices=["reconstruction", "truth"])
     t.add_argument("--latent", default="vector", choices=["vector", "map"], help="finer levels' latents")
@@ -332,7 +449,7 @@ def _add_pyramid(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--keep", type=_int_list, default=[1], help="coarse entries to fix, e.g. 1,2")
         else:
             a.add_argument("--painting", required=True, help="PNG of the coarse size (or a finer level's)")
-        a.add_argument("--n", type=int, default=8, help="samples per row")
+        a.add_argument("--n", type=_positive, default=8, help="samples per row")
         a.add_argument("--draws", action="store_true", help="sample pixels too, not decoder means")
         a.add_argument("--temperature", type=float, default=1.0, help="latent spread; < 1: cleaner detail")
         a.add_argument("--out", default=f"pyramid-{name}.png")
@@ -342,8 +459,7 @@ def _run_pyramid(args: argparse.Namespace) -> None:
     from condvae.pyramid import load_pyramid
     from condvae.pyramid.edit import edit_figure, sample_figure
 
-    if args.n < 1:
-        raise CondVAEError(f"n: expected a positive number of samples, got {args.n}")
+    args.out = check_output_file(args.out)
     model = load_pyramid(args.model, device=args.device)
     common = {"mean": not args.draws, **_pick(args, "n", "seed", "temperature")}
     if args.action == "sample":
@@ -377,6 +493,7 @@ def _run_pyramid_train(args: argparse.Namespace) -> None:
                 f"kl-weights: expected comma-separated numbers, got {args.kl_weights!r}"
             ) from None
     cfg = config_from(args, PyramidTrainConfig, model=model)
+    check_output_folder(cfg.out)
     result = train_pyramid(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"trained in {result.card['training']['training_seconds']} s; model saved to {args.out}/model")
 
@@ -386,9 +503,9 @@ def _add_impute(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "impute", text, _run_impute, "--device", "--seed", "--no-progress")
     p.add_argument("table", help="CSV with a header row; empty, NA, NaN or ? cells are missing")
     p.add_argument("--out", required=True, help="the imputed CSV (observed cells copied verbatim)")
-    p.add_argument("--draws", type=int, default=100, help="posterior draws per row for the imputation")
+    p.add_argument("--draws", type=_positive, default=100, help="posterior draws per row for the imputation")
     p.add_argument("--method", default="importance", help="conditioning method (condvae.METHODS)")
-    p.add_argument("--epochs", type=int, default=400, help="training passes over the rows")
+    p.add_argument("--epochs", type=_positive, default=400, help="training passes over the rows")
     p.add_argument("--sample-posterior", action="store_true", help="one posterior draw, not the mean")
 
 
@@ -401,6 +518,7 @@ def _run_impute(args: argparse.Namespace) -> None:
     from condvae.data.tables import MISSING_TOKENS, read_csv
     from condvae.impute import CondVAEImputer
 
+    check_output_file(args.out, suffixes=(".csv",))
     if Path(args.out).resolve() == Path(args.table).resolve():
         raise CondVAEError(f"out: {args.out!r} is the input table; write the imputed table elsewhere")
     x, header = read_csv(args.table)
@@ -448,7 +566,11 @@ def _run_download(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="condvae", description=__doc__.splitlines()[0])
+    parser = Parser(
+        prog="condvae",
+        description="Condition a pretrained VAE on any evidence and complete the rest; "
+        "mistakes are reported as one line naming the argument, exit status 2.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_train,

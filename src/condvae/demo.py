@@ -9,16 +9,19 @@ exact value, seconds) and the model's recorded test scores.
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
 from condvae.conditioning import condition
+from condvae.conditioning.base import Query
 from condvae.data import fixed_binarize
 from condvae.errors import CondVAEError
 from condvae.evaluate import load_model_dataset
+from condvae.guards import check_count, check_output_file
 from condvae.masks import make_mask
-from condvae.metrics import exact_query_log_likelihood
+from condvae.metrics import Reference, reference_query_log_likelihood
 from condvae.partial.pretrained import find_bundled
 from condvae.plotting import save_completions
 from condvae.store import from_pretrained
@@ -35,53 +38,78 @@ def run_demo(
     data_dir: str | None = None,
     device: str = "cpu",
     seed: int = 0,
-) -> list[dict[str, float | str]]:
-    if n < 1:
-        raise CondVAEError(f"n: expected a positive number of images, got {n}")
+) -> list[dict[str, float | str | None]]:
+    """Run the demo; one row per method with its metrics, or its ``error`` when it failed."""
+    check_count(n, "n", what="number of images")
+    path = check_output_file(out)
     model = from_pretrained(model_name, device=device)
     card = getattr(model, "card", {}) or {}
     dataset = card.get("dataset")
     if not dataset:
         raise CondVAEError(f"model: {model_name!r} does not say which dataset it was trained on")
-    x = load_model_dataset(model, dataset, "test", data_dir).x[:n].to(device)
+    make_mask(mask, model.data_shape, seed=seed)  # a bad spec fails before the data is read
+    data = load_model_dataset(model, dataset, "test", data_dir)
+    if n > len(data):
+        raise CondVAEError(
+            f"n: the {dataset} test split has {len(data)} images; expected at most {len(data)}"
+        )
+    x = data.x[:n].to(device)
     if model.likelihood.name == "bernoulli":
         x = fixed_binarize(x)
     m = make_mask(mask, model.data_shape, seed=seed).expand(n, *model.data_shape).to(device)
+    Query(model, x, m, seed=seed)  # evidence errors are the input's, not any one method's
     print(
         f"model {model_name}: {model.architecture}, latent {model.latent_dim}, "
         f"{model.likelihood.name} likelihood, trained on {dataset}"
     )
     for key, value in card.get("metrics", {}).items():
         print(f"  {key}: {value}")
+    if not bool(m.flatten(1).any(1).all()):
+        print(f"note: mask {mask!r} observes nothing, so every completion is a sample of the prior")
     torch.manual_seed(seed)
-    exact = exact_query_log_likelihood(model, x, m, particles=5000)
+    try:
+        reference = reference_query_log_likelihood(model, x, m, particles=5000)
+    except CondVAEError as exc:
+        reference = Reference(torch.full((n,), math.nan), "none", str(exc))
     print(f"\n{n} test images, evidence = {mask}; per method, means over the images:")
     print(f"{'method':<9} {'C-ELBO':>9} {'query LL':>10} {'gap':>7} {'seconds':>8}")
-    rows: list[dict[str, float | str]] = []
-    panels = []
+    rows: list[dict[str, float | str | None]] = []
+    panels, shown = [], []
     methods = dict(DEMO_METHODS)
     if find_bundled(model) is not None:
         methods.update(AMORTIZED)
     for method, options in methods.items():
         started = time.perf_counter()
-        post = condition(model, x, m, method=method, seed=seed, **options)
+        try:
+            post = condition(model, x, m, method=method, seed=seed, **options)
+        except CondVAEError as exc:
+            rows.append({"method": method, "error": str(exc)})
+            print(f"{method:<9} failed: {exc}")
+            continue
         seconds = time.perf_counter() - started
         c_elbo = float(post.c_elbo(500).mean())
         qll = post.query_log_likelihood(x, 2000)
-        row = {
+        gap = reference.gap(qll)
+        row: dict[str, float | str | None] = {
             "method": method,
             "c_elbo": c_elbo,
             "query_ll": float(qll.mean()),
-            "gap": float((exact - qll).mean()),
+            "gap": float(gap.mean()) if bool(reference.available.all()) else None,
             "seconds": seconds,
         }
         rows.append(row)
-        print(f"{method:<9} {c_elbo:>9.2f} {row['query_ll']:>10.2f} {row['gap']:>7.2f} {seconds:>8.2f}")
+        shown_gap = "n/a" if row["gap"] is None else f"{row['gap']:.2f}"
+        print(f"{method:<9} {c_elbo:>9.2f} {row['query_ll']:>10.2f} {shown_gap:>7} {seconds:>8.2f}")
         panels.append(post.complete(4, mean=True))
+        shown.append(method)
+    if reference.why:
+        print(f"gap n/a: {reference.why}")
+    if not panels:
+        raise CondVAEError(f"method: every method failed on {model_name!r} (see above)")
     completions = torch.cat(panels, 0)  # [4 * methods, n, ...]: 4 completions per method
-    path = save_completions(x, m, completions, out)
+    path = save_completions(x, m, completions, path, groups=shown)
     print(
         f"\nwrote {path}: per image, the evidence, the truth, then 4 completions each from "
-        f"{', '.join(methods)} (evidence painted over them)"
+        f"{', '.join(shown)} (evidence painted over them)"
     )
     return rows

@@ -23,3 +23,8 @@ class CheckpointError(CondVAEError):
 class ConditioningWarning(UserWarning):
     """A conditioning fit that ran but whose answer may not be trusted (e.g. a low effective
     sample size); the message names the queries and what to do instead."""
+
+
+class MemoryLimitError(CondVAEError):
+    """A request whose estimated memory exceeds the limit (``condvae.guards.memory_limit``); the
+    message gives the estimate, the limit and the argument to lower."""

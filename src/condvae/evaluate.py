@@ -31,6 +31,7 @@ def iw_log_likelihood(model: VAE, x: torch.Tensor, k: int, chunk: int = 500) -> 
     q = model.encode(x)
     prior = model.prior
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
+    chunk = max(1, min(chunk, 2**25 // max(1, x.numel())))  # decoded draws held at once: ~128 MB
     for start in range(0, k, chunk):
         z = q.sample((min(chunk, k - start),))
         log_w = model.log_likelihood(x, z) + prior.log_prob(z) - q.log_prob(z)
@@ -88,6 +89,10 @@ def load_model_dataset(model: VAE, dataset: str, split: str, data_dir: str | Non
     return load_dataset(dataset, split, data_dir)
 
 
+def _trained_on(model: VAE) -> str:
+    return str((getattr(model, "card", None) or {}).get("dataset", "unknown data"))
+
+
 def load_query_image(model: VAE, spec: str, data_dir: str | None = None) -> torch.Tensor:
     """``dataset:split:index`` or an image file, as the model sees it ``[1, *data_shape]``."""
     if ":" in spec and not Path(spec).exists():
@@ -101,13 +106,24 @@ def load_query_image(model: VAE, spec: str, data_dir: str | None = None) -> torc
                 f"image: index {index} is past the {len(data)} images of {parts[0]}:{parts[1]}"
             )
         x = data.x[index : index + 1]
+        if tuple(x.shape[1:]) != tuple(model.data_shape):
+            shown = "x".join(map(str, x.shape[-2:])) if x.dim() == 4 else str(list(x.shape[1:]))
+            raise CondVAEError(
+                f"image: {parts[0]} items are {shown}, this model takes "
+                f"{'x'.join(map(str, model.data_shape[-2:]))} (trained on {_trained_on(model)})"
+            )
     else:
         if not Path(spec).is_file():
             raise CondVAEError(f"image: {spec!r} is not a file nor dataset:split:index")
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(spec) as img:
-            size = (img.height, img.width)
+        try:
+            with Image.open(spec) as img:
+                size = (img.height, img.width)
+                img.load()  # a truncated file fails here, not later
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            kind = "empty" if Path(spec).stat().st_size == 0 else "not a readable image"
+            raise CondVAEError(f"image: {spec!r} is {kind}; expected a PNG or JPEG ({exc})") from None
         expected = model.data_shape[-2:]
         if size != tuple(expected):
             raise CondVAEError(

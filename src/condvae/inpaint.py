@@ -8,6 +8,7 @@ large importance-sampling estimate), and the time to fit.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,27 @@ from typing import Any
 import torch
 
 from condvae.conditioning import METHODS, condition
+from condvae.conditioning.base import Query
 from condvae.errors import CondVAEError
 from condvae.evaluate import load_query_image
+from condvae.guards import check_count, check_output_file
 from condvae.masks import make_mask
-from condvae.metrics import exact_query_log_likelihood
+from condvae.metrics import Reference, reference_query_log_likelihood
 from condvae.models import VAE
 from condvae.plotting import save_completions
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"gvi,planar"`` -> the method names, checked against the registry."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise CondVAEError(
+            f"method: expected one or more of {sorted(METHODS)}, comma-separated; got {text!r}"
+        )
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise CondVAEError(f"method: unknown {unknown}; expected some of {sorted(METHODS)}")
+    return methods
 
 
 def inpaint(
@@ -35,38 +51,61 @@ def inpaint(
     options: dict[str, Any] | None = None,
     metric_samples: int = 500,
 ) -> list[dict[str, Any]]:
-    """Complete ``image`` under ``mask`` with each of ``methods``; returns one row per method."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise CondVAEError(f"method: unknown {unknown}; expected some of {sorted(METHODS)}")
+    """Complete ``image`` under ``mask`` with each of ``methods``; one row per method, with its
+    metrics or, when the method failed on this query, its ``error`` (the others still run). The
+    reference's own failure makes the gaps unavailable (row ``gap`` None, ``reference`` why)."""
+    parse_methods(",".join(methods))
+    check_count(samples, "samples", what="number of completions")
+    out = check_output_file(out)
     x = load_query_image(model, image, data_dir).to(model.device)
     m = make_mask(mask, model.data_shape, seed=seed)[None].to(model.device)
-    exact = exact_query_log_likelihood(model, x, m)
+    Query(model, x, m, seed=seed)  # evidence errors are the input's, not any one method's
+    try:
+        reference = reference_query_log_likelihood(model, x, m)
+    except CondVAEError as exc:
+        reference = Reference(torch.full((1,), math.nan), "none", str(exc))
     rows, grids = [], []
     for method in methods:
         started = time.perf_counter()
-        post = condition(model, x, m, method=method, seed=seed, **(options or {}).get(method, {}))
+        try:
+            post = condition(model, x, m, method=method, seed=seed, **(options or {}).get(method, {}))
+        except CondVAEError as exc:
+            rows.append({"method": method, "error": str(exc), "prior_only": not bool(m.any())})
+            continue
         seconds = time.perf_counter() - started
         qll = float(post.query_log_likelihood(x, metric_samples)[0])
+        gap = float(reference.value[0]) - qll
         row = {
             "method": method,
             "c_elbo": float(post.c_elbo(metric_samples)[0]) if post.has_density else None,
             "query_ll": qll,
-            "gap": float(exact[0]) - qll,
+            "gap": None if math.isnan(gap) else gap,
+            "reference": reference.why,
             "seconds": seconds,
+            "prior_only": not bool(m.any()),
         }
         rows.append(row)
-        grids.append(post.complete(samples, mean=True)[:, 0])
-    completions = torch.stack(grids, 1)  # [samples, methods, ...]
-    batch = len(methods)
-    xs, ms = x.expand(batch, *x.shape[1:]), m.expand(batch, *m.shape[1:])
-    save_completions(xs, ms, completions, out, labels=methods)
+        grids.append((method, post.complete(samples, mean=True)[:, 0]))
+    if grids:
+        completions = torch.stack([g for _, g in grids], 1)  # [samples, methods, ...]
+        batch = len(grids)
+        xs, ms = x.expand(batch, *x.shape[1:]), m.expand(batch, *m.shape[1:])
+        save_completions(xs, ms, completions, out, labels=[name for name, _ in grids])
     return rows
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The metrics table; a failed method's line gives its error, an unavailable gap says why below."""
     lines = [f"{'method':<11} {'C-ELBO':>9} {'query LL':>9} {'gap':>7} {'seconds':>8}"]
+    why = None
     for r in rows:
+        if "error" in r:
+            lines.append(f"{r['method']:<11} failed: {r['error']}")
+            continue
         c = "n/a" if r["c_elbo"] is None else f"{r['c_elbo']:.2f}"
-        lines.append(f"{r['method']:<11} {c:>9} {r['query_ll']:>9.2f} {r['gap']:>7.2f} {r['seconds']:>8.2f}")
+        gap = "n/a" if r["gap"] is None else f"{r['gap']:.2f}"
+        lines.append(f"{r['method']:<11} {c:>9} {r['query_ll']:>9.2f} {gap:>7} {r['seconds']:>8.2f}")
+        why = why or r.get("reference")
+    if why:
+        lines.append(f"gap n/a: {why}")
     return "\n".join(lines)

@@ -14,7 +14,10 @@ binarisation, masks) from ``"train/batch"`` (p, t); and the global torch RNG, wh
 inside the models, is reseeded from ``"train/noise"`` (p, t). So a checkpoint needs only the
 trainee's tensors, the Adam moments and the counters to resume to a bit-identical run; it is
 written atomically every ``checkpoint_every`` steps and after each validation, and resuming
-checks that the run's settings (its identity) are unchanged.
+checks that the run's settings (its identity) are unchanged. The checkpoint it replaces is kept
+as ``checkpoint.prev.safetensors`` (``condvae.checkpoint``), so a newest checkpoint that was
+truncated after it was written costs the steps since the previous one, with a warning, not the
+run; only when both are unreadable does resuming fail.
 
 Every ``valid_every`` steps and at the end of each phase a line goes to ``log.jsonl``; with a
 ``validate`` function the score is logged too, the best state kept in ``best.safetensors``
@@ -30,6 +33,7 @@ import functools
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +42,18 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from condvae.checkpoint import atomic_save_tensors, atomic_write_bytes, read_tensors
+from condvae.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_bytes,
+    discard_temp_files,
+    header_metadata,
+    read_tensors,
+)
 from condvae.errors import CheckpointError, CondVAEError
 from condvae.streams import generator, seed_for
 
 CHECKPOINT = "checkpoint.safetensors"
+PREVIOUS = "checkpoint.prev.safetensors"  # the checkpoint CHECKPOINT replaced, kept to fall back on
 BEST = "best.safetensors"
 LOG = "log.jsonl"
 TRAIN_CONFIG = "train_config.json"
@@ -158,44 +169,88 @@ def _step(cfg: LoopConfig, trainee: Trainee, optim: torch.optim.Optimizer, phase
 def _start(cfg: LoopConfig, trainee: Trainee, identity: dict, resume: bool) -> tuple[dict, dict, str]:
     """The counters, tensors and Adam groups to start from; refuses to overwrite a run or resume nothing."""
     out = Path(cfg.out)
-    if (out / CHECKPOINT).exists() and not resume:
+    if ((out / CHECKPOINT).exists() or (out / PREVIOUS).exists()) and not resume:
         raise CondVAEError(
             f"out: {str(out)!r} already holds a training checkpoint; pass resume=True (--resume) "
             "to continue it or choose another output folder"
         )
     if resume:
-        return _resume(out / CHECKPOINT, trainee, identity)
+        return _resume(out, trainee, identity)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / TRAIN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     return {"step": 0, "best": None, "bad": 0, "stopped": False, "elapsed": 0.0}, {}, "[]"
 
 
-def _resume(path: Path, trainee: Trainee, identity: dict) -> tuple[dict, dict, str]:
-    """Load the model state of a checkpoint written with ``identity``; its counters, tensors, Adam groups."""
-    if not path.exists():
-        raise CondVAEError(f"resume: no checkpoint to resume in {str(path.parent)!r}")
+def _read(path: Path) -> tuple[dict, dict, dict, str]:
+    """A checkpoint's settings, counters, tensors and Adam groups; CheckpointError if unreadable."""
     tensors, meta = read_tensors(path)
     try:
         saved, state = json.loads(meta["train_config"]), json.loads(meta["loop"])
+        return saved, state, tensors, meta["param_groups"]
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"checkpoint: {str(path)!r} is not a condvae training checkpoint") from None
+
+
+def _written_step(path: Path) -> int:
+    """The step an unreadable checkpoint was written at, from its header if that survived; else -1."""
+    try:
+        step = json.loads(header_metadata(path)["loop"])["step"]
+    except (KeyError, TypeError, json.JSONDecodeError):
+        return -1
+    return step if isinstance(step, int) else -1
+
+
+def _resume(out: Path, trainee: Trainee, identity: dict) -> tuple[dict, dict, str]:
+    """Load the model state of the newest readable checkpoint written with ``identity``.
+
+    The newest is ``CHECKPOINT``; if it cannot be read (truncated, corrupt, or missing because a
+    kill fell inside the rename where hard links are unsupported) the run resumes from
+    ``PREVIOUS`` with a warning naming both and the steps retrained, since a lost stretch of
+    training is recoverable and a lost run is not. Both unreadable is a CheckpointError. A
+    readable checkpoint with other settings is refused, never skipped: that is the user's
+    mistake, not damage. Returns its counters, tensors and Adam groups.
+    """
+    path, previous = out / CHECKPOINT, out / PREVIOUS
+    if not path.exists() and not previous.exists():
+        raise CondVAEError(f"resume: no checkpoint to resume in {str(out)!r}")
+    discard_temp_files(path)  # a write killed before its rename; the file it would replace is whole
+    try:
+        saved, state, tensors, groups = _read(path)
+    except CheckpointError as bad:
+        if not previous.exists():
+            raise
+        try:
+            saved, state, tensors, groups = _read(previous)
+        except CheckpointError as also:
+            raise CheckpointError(f"{bad}; the previous checkpoint is unusable too: {also}") from None
+        lost = _written_step(path)
+        retrained = f"steps {state['step'] + 1} to {lost}" if lost > state["step"] else "the steps after it"
+        warnings.warn(
+            f"{bad}; resuming from {str(previous)!r} at step {state['step']} ({retrained} are trained again)",
+            stacklevel=4,
+        )
+        path = previous
     if saved != identity:
         diff = sorted(k for k in {**saved, **identity} if saved.get(k) != identity.get(k))
         raise CheckpointError(
             f"resume: checkpoint {str(path)!r} was written with different settings ({diff})"
         )
     trainee.module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    return state, tensors, meta["param_groups"]
+    return state, tensors, groups
 
 
 def _save(path: Path, trainee: Trainee, optim: torch.optim.Optimizer, identity: dict, state: dict) -> None:
-    """Model tensors, Adam moments, settings and counters in one atomically written file."""
+    """Model tensors, Adam moments, settings and counters in one atomically written file.
+
+    The complete checkpoint it replaces becomes ``PREVIOUS``, the fallback ``_resume`` needs.
+    """
     optim_state = optim.state_dict()
     tensors = {f"model.{k}": v for k, v in trainee.module.state_dict().items()}
     for idx, entry in optim_state["state"].items():
         tensors.update({f"optim.{idx}.{k}": v for k, v in entry.items() if isinstance(v, torch.Tensor)})
     meta = {"train_config": json.dumps(identity), "loop": json.dumps(state)}
-    atomic_save_tensors(path, tensors, {**meta, "param_groups": json.dumps(optim_state["param_groups"])})
+    meta["param_groups"] = json.dumps(optim_state["param_groups"])
+    atomic_save_tensors(path, tensors, meta, keep=path.with_name(PREVIOUS))
 
 
 def _restore(optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:

@@ -94,6 +94,10 @@ def sample_masks(
     """``n`` independent masks ``[n, *data_shape]`` of a random kind (``random``, ``box``,
     ``half``, ``quadrant``, ``freeform``, ``mixture``, ``random:P`` or ``~`` of one), drawn
     with ``generator`` (vectorised: this runs inside training loops)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise CondVAEError(f"n: expected a non-negative number of masks, got {n!r}")
+    if not isinstance(spec, str):
+        raise CondVAEError(f"mask: expected a mask kind (str), got {type(spec).__name__}")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     if spec.startswith("~"):
         return ~sample_masks(spec[1:], n, data_shape, gen)

@@ -41,29 +41,92 @@ import torch
 
 from condvae.conditioning import condition
 from condvae.conditioning.grid import Grid
-from condvae.errors import CondVAEError
+from condvae.errors import ConditioningWarning, CondVAEError
 from condvae.evaluate import iw_log_likelihood
 from condvae.models import VAE, LinearGaussianVAE
 from condvae.streams import generator
 
 
+@dataclasses.dataclass
+class Reference:
+    """The reference log p(y_true | x_o) per query, where it can be trusted.
+
+    ``value`` is ``[B]`` with NaN for the queries whose reference is unavailable; ``why``
+    says why (None when every query has one); ``method`` is how it was computed.
+    """
+
+    value: torch.Tensor
+    method: str
+    why: str | None = None
+
+    @property
+    def available(self) -> torch.Tensor:
+        return ~torch.isnan(self.value)
+
+    def gap(self, query_ll: torch.Tensor) -> torch.Tensor:
+        """reference - query log-likelihood per query (NaN where the reference is unavailable)."""
+        return self.value.to(query_ll.device) - query_ll
+
+
+def reference_query_log_likelihood(
+    vae: VAE, x: torch.Tensor, mask: torch.Tensor, particles: int = 20000, grid_size: int = 200
+) -> Reference:
+    """log p(y_true | x_o) = log p(x) - log p(x_o) per query: the closed form for the
+    linear-Gaussian model, the grid for 2-d latents, else importance sampling (log p(x) with the
+    encoder on the full item; log p(x_o) with a fitted cross-coder as proposal, the mixture or,
+    where it fails or covers less, a full-covariance Gaussian). An importance estimate whose
+    effective sample size is below ``max(10, particles / 100)`` rests on a few particles and
+    can be off by any amount, so it is reported as unavailable rather than as a number."""
+    if isinstance(vae, LinearGaussianVAE):
+        with torch.no_grad():
+            return Reference(vae.query_log_likelihood(x.to(vae.device), mask.to(vae.device)), "closed form")
+    if vae.latent_dim == 2:
+        grid = cast(Grid, condition(vae, x, mask, method="grid", size=grid_size))
+        return Reference(grid.exact_query_log_likelihood(x), "grid")
+    x = x.to(vae.device)
+    log_px = iw_log_likelihood(vae, x, particles)  # encoder q(z | x) on the full item (no grad)
+    # the encoder on zero-filled evidence is a poor proposal for p(z | x_o) (it reads the zeros
+    # as observed); a fitted cross-coder covers it far better (higher ESS)
+    ess = torch.zeros(len(x), device=x.device)
+    log_evidence = torch.full((len(x),), math.nan, device=x.device)
+    failures, min_ess = [], 0.0
+    for method in ("mixture", "gvi"):
+        try:
+            proposal = condition(vae, x, mask, method=method, steps=300)
+            with warnings.catch_warnings():  # judged below, per query, instead of warned about
+                warnings.simplefilter("ignore", ConditioningWarning)
+                post = condition(vae, x, mask, method="importance", particles=particles, proposal=proposal)
+        except CondVAEError as exc:
+            failures.append(f"{method} proposal: {exc}")
+            continue
+        estimate, min_ess = post.log_evidence(), post.diagnostics.min_ess
+        better = torch.isfinite(estimate) & (post.ess > ess)
+        ess, log_evidence = torch.where(better, post.ess, ess), torch.where(better, estimate, log_evidence)
+        if bool((ess >= min_ess).all()):
+            break
+    trusted = (ess >= min_ess) & torch.isfinite(log_evidence) & torch.isfinite(log_px) & (ess > 0)
+    value = torch.where(trusted, log_px - log_evidence, torch.full_like(log_px, math.nan))
+    why = None
+    if len(failures) == 2:
+        return Reference(value, "importance", "no importance-sampling reference: " + "; ".join(failures))
+    if not bool(trusted.all()):
+        bad = int((~trusted).sum())
+        why = (
+            f"the importance-sampling reference is unreliable for {bad} of {len(x)} queries "
+            f"(effective sample size {float(ess.min()):.3g} < {min_ess:g} of {particles} particles, "
+            f"latent {vae.latent_dim})"
+        )
+        if failures:
+            why += "; " + "; ".join(failures)
+    return Reference(value, "importance", why)
+
+
 def exact_query_log_likelihood(
     vae: VAE, x: torch.Tensor, mask: torch.Tensor, particles: int = 20000, grid_size: int = 200
 ) -> torch.Tensor:
-    """log p(y_true | x_o) per query: exact where possible, else a large IS estimate."""
-    if isinstance(vae, LinearGaussianVAE):
-        with torch.no_grad():
-            return vae.query_log_likelihood(x.to(vae.device), mask.to(vae.device))
-    if vae.latent_dim == 2:
-        grid = cast(Grid, condition(vae, x, mask, method="grid", size=grid_size))
-        return grid.exact_query_log_likelihood(x)
-    x = x.to(vae.device)
-    log_px = iw_log_likelihood(vae, x, particles)  # encoder q(z | x) on the full item (no grad)
-    # log p(x_o): the encoder on zero-filled evidence is a poor proposal (it reads the zeros as
-    # observed); a fitted mixture cross-coder covers p(z | x_o) far better (higher ESS).
-    proposal = condition(vae, x, mask, method="mixture", steps=300)
-    evidence = condition(vae, x, mask, method="importance", particles=particles, proposal=proposal)
-    return log_px - evidence.log_evidence()
+    """log p(y_true | x_o) per query, NaN where no trustworthy reference exists (see
+    ``reference_query_log_likelihood``, which also says why)."""
+    return reference_query_log_likelihood(vae, x, mask, particles, grid_size).value
 
 
 def mmd(a: torch.Tensor, b: torch.Tensor, bandwidth: torch.Tensor | None = None) -> torch.Tensor:

@@ -10,6 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.backend_bases import RendererBase
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+
+from condvae.errors import CondVAEError
+
+GAP = 0.2  # width of the gap between header spans, in image widths
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -21,17 +28,37 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def save_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, scale: float = 1.0) -> Path:
-    """One labelled row per ``(title, images [N, C, H, W] in [0, 1])``; saved as a PNG."""
+def rows_figure(
+    rows: Sequence[tuple[str, torch.Tensor]],
+    scale: float = 1.0,
+    headers: Sequence[tuple[str, int]] | None = None,
+) -> Figure:
+    """One labelled row per ``(title, images [N, C, H, W] in [0, 1])``. ``headers``, pairs of
+    (name, number of columns), name consecutive column spans above the top row and set them apart
+    with a small gap, so a reader sees which columns belong together without counting them."""
     n_cols = max(r[1].shape[0] for r in rows)
+    spans = [count for _, count in headers] if headers else [n_cols]
+    if sum(spans) != n_cols or min(spans) < 1:
+        raise CondVAEError(f"headers: expected positive spans that add up to {n_cols} columns, got {spans}")
+    ratios: list[float] = []  # gridspec column widths: the images, with a narrow gap between spans
+    grid: list[int] = []  # the gridspec column of each image column
+    for s, count in enumerate(spans):
+        ratios += [GAP] if s else []
+        grid += range(len(ratios), len(ratios) + count)
+        ratios += [1.0] * count
     height, width = rows[0][1].shape[-2:]
     cell = 0.9 * scale * max(1.0, 28 / max(height, width))
-    fig, axes = plt.subplots(
+    fig, grid_axes = plt.subplots(
         len(rows),
-        n_cols,
-        figsize=(cell * n_cols * width / height + 1.2, cell * len(rows)),
+        len(ratios),
+        figsize=(cell * sum(ratios) * width / height + 1.2, cell * len(rows) + (0.3 if headers else 0)),
         squeeze=False,
+        gridspec_kw={"width_ratios": ratios},
     )
+    for c in set(range(len(ratios))) - set(grid):
+        for ax in grid_axes[:, c]:
+            ax.remove()
+    axes = grid_axes[:, grid]
     for r, (title, images) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -46,7 +73,37 @@ def save_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, scale:
             else:
                 ax.imshow(img.permute(1, 2, 0).numpy())
         axes[r][0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
-    return _save(fig, path)
+    first = 0
+    for name, count in headers or []:
+        _span_header(axes[0, first : first + count], name)
+        first += count
+    return fig
+
+
+def _span_header(span: Sequence[plt.Axes], name: str) -> None:
+    """``name`` centred above the axes ``span``. Placed at draw time, as the span's box is only
+    known once ``tight_layout`` has moved the axes; kept out of the layout (a wide span's name
+    would look like a wide decoration of its first axes) and given room by blank titles instead."""
+
+    def box(renderer: RendererBase) -> Bbox:
+        return Bbox.union([ax.get_window_extent(renderer) for ax in span])
+
+    for ax in span:
+        ax.set_title(" ", fontsize=9)
+    header = span[0].annotate(
+        name, (0.5, 1.0), xycoords=box, xytext=(0, 6), textcoords="offset points", ha="center", va="bottom"
+    )
+    header.set(fontsize=9, in_layout=False)
+
+
+def save_rows(
+    rows: Sequence[tuple[str, torch.Tensor]],
+    path: str | Path,
+    scale: float = 1.0,
+    headers: Sequence[tuple[str, int]] | None = None,
+) -> Path:
+    """:func:`rows_figure` saved as a PNG."""
+    return _save(rows_figure(rows, scale, headers), path)
 
 
 ORANGE = torch.tensor([1.0, 0.55, 0.0])
@@ -65,17 +122,30 @@ def overlay_evidence(image: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -
     return rgb
 
 
-def save_completions(
+def completions_figure(
     x: torch.Tensor,
     mask: torch.Tensor,
     completions: torch.Tensor,
-    path: str | Path,
     truth: bool = True,
     labels: list[str] | None = None,
-) -> Path:
+    groups: Sequence[str] | None = None,
+) -> Figure:
     """One row per query: the evidence alone (unobserved in grey), the true image, then the
-    completions [n, B, C, H, W] with the evidence painted over them."""
+    completions [n, B, C, H, W] with the evidence painted over them. ``groups`` names consecutive
+    equal-size groups of completions (e.g. one per method), shown as column headers, since which
+    columns came from which method cannot otherwise be told from the picture."""
     n, batch = completions.shape[:2]
+    headers = None
+    if groups is not None:
+        if not groups or n % len(groups):
+            raise CondVAEError(
+                f"groups: expected a number of names that divides the {n} completions, got {len(groups)}"
+            )
+        headers = [
+            ("evidence", 1),
+            *([("truth", 1)] if truth else []),
+            *((g, n // len(groups)) for g in groups),
+        ]
     rows = []
     for b in range(batch):
         evidence = overlay_evidence(torch.full_like(x[b], 0.5), x[b], mask[b])
@@ -84,4 +154,17 @@ def save_completions(
             cells.append(overlay_evidence(x[b], x[b], torch.zeros_like(mask[b])))
         cells += [overlay_evidence(completions[i, b], x[b], mask[b]) for i in range(n)]
         rows.append((labels[b] if labels else f"query {b}", torch.stack(cells)))
-    return save_rows(rows, path)
+    return rows_figure(rows, headers=headers)
+
+
+def save_completions(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    completions: torch.Tensor,
+    path: str | Path,
+    truth: bool = True,
+    labels: list[str] | None = None,
+    groups: Sequence[str] | None = None,
+) -> Path:
+    """:func:`completions_figure` saved as a PNG."""
+    return _save(completions_figure(x, mask, completions, truth, labels, groups), path)

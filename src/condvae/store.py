@@ -27,6 +27,7 @@ from torch import nn
 
 from condvae.checkpoint import PICKLE_SUFFIXES, atomic_save_tensors, atomic_write_bytes, read_tensors
 from condvae.errors import CheckpointError, CondVAEError
+from condvae.guards import check_device
 from condvae.models import ARCHITECTURES, VAE, build_model
 from condvae.models.source import source_origin
 
@@ -178,6 +179,8 @@ def _refuse_code_inside(directory: Path, config: dict[str, Any]) -> None:
 
 def load(kind: Kind, name: str | Path, device: str | torch.device | None = "cpu", vae: Any = None) -> Any:
     """An artifact of ``kind`` by bundled name or directory, checked against its config (and ``vae``)."""
+    if device is not None:
+        device = check_device(device)
     if kind.check is not None and vae is None:
         raise CondVAEError(f"vae: a {kind.title} is loaded for the VAE it was trained for; pass that VAE")
     directory = resolve(kind, name)

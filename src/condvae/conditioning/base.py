@@ -27,6 +27,7 @@ import torch
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
 from condvae.errors import CondVAEError
+from condvae.guards import check_count, check_memory, memory_limit
 from condvae.models import VAE
 from condvae.streams import Stream, query_keys
 
@@ -79,6 +80,8 @@ class Query:
             raise CondVAEError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if not isinstance(mask, torch.Tensor):
             raise CondVAEError(f"mask: expected a torch.Tensor, got {type(mask).__name__}")
+        if x.is_meta or mask.is_meta:
+            raise CondVAEError("x: meta tensors hold no values; expected tensors with data (cpu or cuda)")
         shape = vae.data_shape
         if tuple(x.shape) == shape:  # a single query
             x = x.unsqueeze(0)
@@ -88,6 +91,8 @@ class Query:
             raise CondVAEError(f"x: expected shape [B, {', '.join(map(str, shape))}], got {list(x.shape)}")
         if mask.shape != x.shape:
             raise CondVAEError(f"mask: expected the shape of x {list(x.shape)}, got {list(mask.shape)}")
+        if x.shape[0] == 0:
+            raise CondVAEError(f"x: expected at least one query, got an empty batch {list(x.shape)}")
         if mask.dtype != torch.bool:
             if not ((mask == 0) | (mask == 1)).all():
                 raise CondVAEError("mask: expected booleans (or 0/1 values), True = observed")
@@ -178,6 +183,13 @@ class Posterior(abc.ABC):
             self.diagnostics.note = "some queries observe nothing: their posterior is the prior"
         self._draws = 0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every method's draws are guarded at the boundary, its own code need not repeat it.
+        super().__init_subclass__(**kwargs)
+        for name in ("sample", "sample_and_log_prob"):
+            if name in cls.__dict__ and not getattr(cls.__dict__[name], "guarded", False):
+                setattr(cls, name, _guarded(cls.__dict__[name]))
+
     @classmethod
     def options(cls) -> list[str]:
         """The method's options: its constructor's keyword arguments."""
@@ -189,10 +201,19 @@ class Posterior(abc.ABC):
         self._draws += 1
         return self._draws
 
+    def fit_memory(self) -> tuple[str, float]:
+        """The option that sets the fit's peak memory and that peak in bytes, roughly: by
+        default ``samples`` draws of z per query decoded at once. Methods whose memory grows
+        with another option (particles, chains, a grid's size) say so by overriding this."""
+        return "samples", decoded_bytes(self.query, int(getattr(self, "samples", 1) or 1))
+
     @classmethod
     def fit(cls, query: Query, **options: Any) -> Posterior:
-        """Construct the method with its options, run it and time it."""
-        post, start = cls(query, **options), time.perf_counter()
+        """Construct the method with its options, check its memory, run it and time it."""
+        post = cls(query, **options)
+        argument, nbytes = post.fit_memory()
+        check_memory(nbytes, argument, f"fitting {cls.name!r} to {query.batch} queries")
+        start = time.perf_counter()
         with torch.no_grad():
             post.run()
         post.diagnostics.seconds = time.perf_counter() - start
@@ -228,28 +249,71 @@ class Posterior(abc.ABC):
         y ~ p(y | z) with z ~ q (``mean=True``: the decoder's mean instead of a draw).
         """
         _check_n(n)
+        q = self.query
+        check_memory(n * decoded_bytes(q, 1), "n", f"{n} completions of {q.batch} queries")
+        return torch.cat([self._complete(k, mean) for k in self._chunks(n)])
+
+    def _complete(self, n: int, mean: bool) -> torch.Tensor:
         p = self.query.vae.decode(self.sample(n))
         y = p.mean if mean else p.sample()
         return torch.where(self.query.mask, self.query.x, y)
+
+    def _chunks(self, n: int) -> list[int]:
+        """``n`` split into blocks whose decoded draws fit in a quarter of the memory limit (at
+        most 1 GB), so that metrics over many draws run in bounded memory."""
+        per_draw = decoded_bytes(self.query, 1)
+        block = max(1, int(min(memory_limit() / 4, 1e9) // per_draw))
+        return [min(block, n - start) for start in range(0, n, block)]
 
     @torch.no_grad()
     def c_elbo(self, n: int = 500) -> torch.Tensor:
         """Monte Carlo C-ELBO per query, ``[B]``: mean over n draws of log p(x_o, z) - log q(z)."""
         _check_n(n)
-        z, log_q = self.sample_and_log_prob(n)
-        return (self.query.log_joint(z) - log_q).mean(0)
+        total = torch.zeros(self.query.batch, device=self.query.x.device)
+        for k in self._chunks(n):
+            z, log_q = self.sample_and_log_prob(k)
+            total += (self.query.log_joint(z) - log_q).sum(0)
+        return total / n
 
     @torch.no_grad()
     def query_log_likelihood(self, x_true: torch.Tensor, n: int = 500) -> torch.Tensor:
         """log (1/n) sum_m p(y_true | z_m), z_m ~ q: the query marginal likelihood, ``[B]``."""
         _check_n(n)
-        x_true = x_true.to(self.query.x.device, torch.float32).reshape(self.query.x.shape)
-        y_mask = ~self.query.mask
-        self.query.vae.likelihood.check_support(x_true[y_mask], "x_true")
-        ll = self.query.vae.log_likelihood(x_true, self.sample(n), y_mask)
+        q = self.query
+        if not isinstance(x_true, torch.Tensor):
+            raise CondVAEError(f"x_true: expected a torch.Tensor, got {type(x_true).__name__}")
+        if tuple(x_true.shape) == q.vae.data_shape and q.batch == 1:
+            x_true = x_true[None]
+        if x_true.shape != q.x.shape:
+            raise CondVAEError(
+                f"x_true: expected the shape of the queries' x {list(q.x.shape)}, got {list(x_true.shape)}"
+            )
+        x_true = x_true.to(q.x.device, torch.float32)
+        y_mask = ~q.mask
+        q.vae.likelihood.check_support(x_true[y_mask], "x_true")
+        ll = torch.cat([q.vae.log_likelihood(x_true, self.sample(k), y_mask) for k in self._chunks(n)])
         return torch.logsumexp(ll, 0) - math.log(n)
 
 
 def _check_n(n: int) -> None:
-    if not isinstance(n, int) or n < 1:
-        raise CondVAEError(f"n: expected a positive number of samples, got {n!r}")
+    check_count(n, "n", what="number of samples")
+
+
+def decoded_bytes(query: Query, n: int) -> float:
+    """Rough peak bytes of decoding ``n`` draws of z for every query: the likelihood's
+    parameters, its log-density, a draw and their gradients, each the size of x (float32)."""
+    return 4.0 * n * query.batch * (4 * query.x[0].numel() + 4 * query.latent_dim)
+
+
+def _guarded(method: Any) -> Any:
+    """``sample(n)`` / ``sample_and_log_prob(n)`` with ``n`` and its memory checked first."""
+
+    @functools.wraps(method)
+    def guarded(self: Posterior, n: int, *args: Any, **kwargs: Any) -> Any:
+        _check_n(n)
+        q = self.query
+        check_memory(16.0 * n * q.batch * q.latent_dim, "n", f"{n} samples of {q.batch} queries")
+        return method(self, n, *args, **kwargs)
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    return guarded

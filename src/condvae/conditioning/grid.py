@@ -63,6 +63,10 @@ class Grid(Posterior):
             raise CondVAEError(f"extent: expected a positive half-width, got {extent!r}")
         self.size, self.extent = size, float(extent)
 
+    def fit_memory(self) -> tuple[str, float]:
+        # the tables (points, log joint, log mass) are held whole; the decoder runs in chunks
+        return "size", 4.0 * self.size**2 * self.query.batch * 6 + 2**27
+
     def run(self) -> None:
         self._build()
         self.diagnostics.cells = self.size * self.size

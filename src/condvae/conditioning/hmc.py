@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from condvae.conditioning.base import Diagnostics, Posterior, Query, reparameterize
+from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
@@ -160,6 +160,9 @@ class HMC(Posterior):
         z = torch.where(accept[..., None], z1, z)
         grad = torch.where(accept[..., None], g1, grad)
         return z, torch.where(accept, u1, u), grad, accept_prob, divergent
+
+    def fit_memory(self) -> tuple[str, float]:
+        return "chains", decoded_bytes(self.query, self.chains)
 
     def run(self) -> None:
         q = self.query

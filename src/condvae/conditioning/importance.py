@@ -9,7 +9,7 @@ import warnings
 import torch
 from torch.distributions import Distribution
 
-from condvae.conditioning.base import Diagnostics, Posterior, Query, reparameterize
+from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
 from condvae.conditioning.registry import register
 from condvae.errors import ConditioningWarning, CondVAEError
 
@@ -100,6 +100,9 @@ class Importance(Posterior):
         # 1% of the particles: a proposal worth less than that is a poor match to the posterior;
         # never below 10, fewer draws than that cannot describe a posterior at all.
         self.min_ess = float(min(particles, max(10.0, particles / 100)) if min_ess is None else min_ess)
+
+    def fit_memory(self) -> tuple[str, float]:
+        return "particles", decoded_bytes(self.query, self.particles)
 
     def run(self) -> None:
         if isinstance(self.proposal, Posterior):

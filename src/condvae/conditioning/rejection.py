@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from condvae.conditioning.base import Diagnostics, Posterior, Query, reparameterize
+from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
 from condvae.conditioning.registry import register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
@@ -149,6 +149,9 @@ class Rejection(Posterior):
         per_round = 2**23 // max(1, query.batch * max(1, int(query.mask.flatten(1).sum(1).max())))
         self.round_size = round_size or int(min(budget, max(256, per_round)))
         self.rate = torch.full((query.batch,), torch.nan, device=query.x.device)  # of the last call
+
+    def fit_memory(self) -> tuple[str, float]:
+        return "round_size", decoded_bytes(self.query, self.round_size)
 
     def run(self) -> None:
         with torch.enable_grad():

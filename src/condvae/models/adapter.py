@@ -285,6 +285,21 @@ class WrappedVAE(VAE):
             if self.has_encoder:
                 self._probe_encoder(x.to(z.dtype))
 
+    def _check_first_layer(self, which: str) -> None:
+        """After a failed decoder call, name the commonest cause plainly: a first layer whose
+        input size is not ``latent_dim`` (rather than a matmul error from inside torch)."""
+        if which != "decoder" or which in self.functions:
+            return
+        decoder = resolve_path(self.model, self.decoder_path)  # type: ignore[arg-type]
+        if not isinstance(decoder, nn.Module):
+            return
+        first = next((m for m in decoder.modules() if isinstance(m, nn.Linear)), None)
+        if first is not None and first.in_features != self.latent_dim:
+            raise CondVAEError(
+                f"latent_dim: the decoder's first layer takes {first.in_features} inputs, "
+                f"latent_dim is {self.latent_dim}; pass latent_dim={first.in_features}"
+            )
+
     def _try(self, which: str, value: torch.Tensor, flat: bool | None = None) -> Any:
         if which == "encoder":
             value = self._encoder_input(value, self.encoder_input == "flat" if flat is None else flat)
@@ -293,6 +308,7 @@ class WrappedVAE(VAE):
         except CondVAEError:
             raise
         except Exception as exc:
+            self._check_first_layer(which)
             raise CondVAEError(
                 f"{which}: calling it on {_shape(value.shape)} {str(value.dtype).replace('torch.', '')} "
                 f"input failed ({first_line(exc)})"
