@@ -3,7 +3,8 @@
 from condvae.classifier import load_classifier
 from condvae.conditioning import METHODS, Posterior, condition
 from condvae.data.tables import Table, load_table
-from condvae.errors import CheckpointError, ConditioningWarning, CondVAEError, DataError
+from condvae.errors import CheckpointError, ConditioningWarning, CondVAEError, DataError, MemoryLimitError
+from condvae.guards import memory_limit, set_memory_limit
 from condvae.masks import make_mask, sample_masks
 from condvae.models import (
     MLPVAE,
@@ -46,6 +47,7 @@ __all__ = [
     "DataError",
     "HierarchicalVAE",
     "LinearGaussianVAE",
+    "MemoryLimitError",
     "PartialTrainConfig",
     "Posterior",
     "PyramidVAE",
@@ -63,8 +65,10 @@ __all__ = [
     "load_pyramid",
     "load_table",
     "make_mask",
+    "memory_limit",
     "sample_masks",
     "save_pretrained",
+    "set_memory_limit",
     "train_partial_encoder",
     "train_vae",
     "wrap",

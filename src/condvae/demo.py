@@ -47,6 +47,8 @@ def run_demo(
     dataset = card.get("dataset")
     if not dataset:
         raise CondVAEError(f"model: {model_name!r} does not say which dataset it was trained on")
+    if mask == "top-half" and len(model.data_shape) == 1:
+        mask = "random:0.5"  # a table's features have no top half: half of them, at random
     make_mask(mask, model.data_shape, seed=seed)  # a bad spec fails before the data is read
     data = load_model_dataset(model, dataset, "test", data_dir)
     if n > len(data):

@@ -166,5 +166,46 @@ def save_completions(
     labels: list[str] | None = None,
     groups: Sequence[str] | None = None,
 ) -> Path:
-    """:func:`completions_figure` saved as a PNG."""
+    """:func:`completions_figure` saved as a PNG; feature vectors (tables) as
+    :func:`feature_completions_figure`."""
+    if x.dim() == 2:
+        return _save(feature_completions_figure(x, mask, completions, labels, groups), path)
     return _save(completions_figure(x, mask, completions, truth, labels, groups), path)
+
+
+def feature_completions_figure(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    completions: torch.Tensor,
+    labels: list[str] | None = None,
+    groups: Sequence[str] | None = None,
+) -> plt.Figure:
+    """Feature vectors ``x`` [B, D] (a table's rows in the model's space): one panel per query
+    with, per feature, the truth (black bar), the evidence (shaded column) and the completions
+    [n, B, D] as dots, coloured by group (consecutive equal blocks of the n, e.g. methods)."""
+    n, batch, dims = completions.shape
+    names = list(groups) if groups else [""]
+    if n % len(names):
+        raise CondVAEError(
+            f"groups: expected a number of names that divides the {n} completions, got {len(names)}"
+        )
+    per = n // len(names)
+    fig, axes = plt.subplots(batch, 1, figsize=(max(5.0, 0.45 * dims + 1.5), 2.2 * batch), squeeze=False)
+    features = torch.arange(dims, dtype=torch.float32)
+    for b in range(batch):
+        ax = axes[b][0]
+        for j in mask[b].nonzero().flatten().tolist():
+            ax.axvspan(j - 0.5, j + 0.5, color="orange", alpha=0.25, lw=0)
+        for g, name in enumerate(names):
+            block = completions[g * per : (g + 1) * per, b].detach().cpu()
+            offset = (g - (len(names) - 1) / 2) * 0.6 / max(1, len(names))
+            xs = (features + offset).expand(per, dims)
+            ax.scatter(xs.flatten(), block.flatten(), s=8, alpha=0.6, label=name or None)
+        ax.scatter(features, x[b].detach().cpu(), marker="_", s=200, color="black", label="truth")
+        ax.set_xticks(range(dims))
+        ax.set_ylabel(labels[b] if labels else f"query {b}", fontsize=9)
+        if b == 0:
+            ax.legend(fontsize=7, ncol=len(names) + 1, loc="upper right")
+            ax.set_title("evidence shaded; truth black; completions as dots", fontsize=9)
+    axes[-1][0].set_xlabel("feature")
+    return fig

@@ -17,7 +17,7 @@ from condvae.conditioning import (  # noqa: F401  (registers the methods)
     rejection,
     spline,
 )
-from condvae.conditioning.base import Posterior, Query
+from condvae.conditioning.base import Posterior, Query, check_option_types
 from condvae.conditioning.registry import METHODS, register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
@@ -46,6 +46,7 @@ def condition(
     unknown = sorted(set(options) - set(cls.options()))
     if unknown:
         raise CondVAEError(f"options: {unknown} not known to method {method!r} (it takes {cls.options()})")
+    check_option_types(cls, options)
     query = Query(vae, x, mask, seed=seed)
     with frozen(vae), torch.enable_grad():  # fitting needs gradients even inside a caller's no_grad
         return cls.fit(query, **options)

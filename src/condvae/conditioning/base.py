@@ -16,11 +16,14 @@ the method's constructor, and ``condvae.condition`` builds the method and runs i
 from __future__ import annotations
 
 import abc
+import collections.abc
 import dataclasses
 import functools
 import inspect
 import math
 import time
+import types
+import typing
 from typing import Any, ClassVar
 
 import torch
@@ -205,7 +208,8 @@ class Posterior(abc.ABC):
         """The option that sets the fit's peak memory and that peak in bytes, roughly: by
         default ``samples`` draws of z per query decoded at once. Methods whose memory grows
         with another option (particles, chains, a grid's size) say so by overriding this."""
-        return "samples", decoded_bytes(self.query, int(getattr(self, "samples", 1) or 1))
+        samples = getattr(self, "samples", None) or getattr(self.diagnostics, "samples", None) or 1
+        return "samples", decoded_bytes(self.query, int(samples))
 
     @classmethod
     def fit(cls, query: Query, **options: Any) -> Posterior:
@@ -293,6 +297,40 @@ class Posterior(abc.ABC):
         q.vae.likelihood.check_support(x_true[y_mask], "x_true")
         ll = torch.cat([q.vae.log_likelihood(x_true, self.sample(k), y_mask) for k in self._chunks(n)])
         return torch.logsumexp(ll, 0) - math.log(n)
+
+
+def check_option_types(cls: type[Posterior], options: dict[str, Any]) -> None:
+    """Each option against the type its constructor declares, before the method reads it: a
+    string where a number belongs is one line naming the option, not a TypeError from inside."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # a user's method with annotations that do not resolve
+        return
+    for key, value in options.items():
+        hint = hints.get(key)
+        if hint is not None and not _matches(value, hint):
+            shown = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise CondVAEError(f"{key}: expected {shown}, got {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    target = origin or hint
+    if target is collections.abc.Callable:
+        return callable(value)
+    return not isinstance(target, type) or isinstance(value, target)
 
 
 def _check_n(n: int) -> None:
