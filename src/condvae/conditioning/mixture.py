@@ -66,19 +66,39 @@ class Mixture(CrossCoder):
         n = max(1, self.diagnostics.samples // k)
         eps = self.query.stream("flow/eps").normal(n * k, self.query.latent_dim, step).unflatten(0, (n, k))
         z = self.gaussians()(eps.transpose(1, 2)).transpose(1, 2)  # [n, K, B, d]: n draws per component
-        gap = self.query.log_joint(z) - self.log_prob(z)  # [n, K, B]
+        own = torch.arange(k, device=z.device).view(1, k, 1, 1).expand(n, k, z.shape[2], 1)
+        gap = self.query.log_joint(z) - self._log_prob_own(z, eps, own)  # [n, K, B]
         return (gap.mean(0).T * torch.softmax(self.logits, -1)).sum(-1)
 
-    @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
+    def _draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n draws per query: z and the noise eps ``[n, B, d]``, the component picked ``[n, B]``."""
         index = self.draw_index()
         weights = torch.softmax(self.logits, -1)
         pick = self.query.stream("mixture/pick").categorical(weights, n, index)  # [n, B]
         rows = torch.arange(self.query.batch, device=pick.device)
         chosen = TrilAffineTransform(self.gaussians.loc[rows, pick], self.gaussians.scale_tril()[rows, pick])
-        return chosen(self.query.stream("mixture/sample").normal(n, self.query.latent_dim, index))
+        eps = self.query.stream("mixture/sample").normal(n, self.query.latent_dim, index)
+        return chosen(eps), eps, pick
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return self._draw(n)[0]
+
+    def _log_prob_own(self, z: torch.Tensor, eps: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """log q(z) for draws z = mu_k + L_k eps of known components ``own`` [..., B, 1]: the own
+        component's term from eps exactly, the others through the triangular solve. When a
+        component's L_k nearly collapses the solve loses precision; were the own term solved too,
+        a wrongly low log q would read as a huge C-ELBO that Adam would chase (the divergence once
+        seen on the 160-d olivetti model). Exact own terms keep log q >= log pi_k N_k(z)."""
+        terms = self.components_log_prob(z)  # [..., B, K]
+        d = z.shape[-1]
+        log_det = torch.diagonal(self.gaussians.scale_tril(), dim1=-2, dim2=-1).abs().log().sum(-1)  # [B, K]
+        exact = torch.log_softmax(self.logits, -1) - log_det  # [B, K]
+        exact = exact.expand(*terms.shape).gather(-1, own).squeeze(-1)
+        exact = exact - 0.5 * (eps**2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
+        return torch.logsumexp(terms.scatter(-1, own, exact.unsqueeze(-1)), -1)
 
     @torch.no_grad()
     def sample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.sample(n)
-        return z, self.log_prob(z)
+        z, eps, pick = self._draw(n)
+        return z, self._log_prob_own(z, eps, pick.unsqueeze(-1))
