@@ -183,6 +183,17 @@ def test_method_options_reach_the_method(tmp_path: Path) -> None:
         assert main(shlex.split(command)) == 0, out.getvalue()
 
 
+def test_a_malformed_memory_limit_is_refused_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _files(tmp_path)
+    monkeypatch.setenv("CONDVAE_MEMORY_LIMIT", "banana")
+    status, err = run_cli(f"inpaint {M} {IMG} --out {{tmp}}/o.png", tmp_path, tmp_path)
+    assert status == 2 and err.startswith("condvae: error: CONDVAE_MEMORY_LIMIT: expected a positive size")
+    assert not (tmp_path / "o.png").exists()
+    for bad in ("abc", 0, -5, True, "inf"):
+        with pytest.raises(CondVAEError, match="limit: expected a positive size"):
+            set_memory_limit(bad)  # type: ignore[arg-type]
+
+
 def test_help_is_plain_and_complete(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])

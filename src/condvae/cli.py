@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from condvae.errors import CondVAEError
-from condvae.guards import check_count, check_device, check_output_file, check_output_folder
+from condvae.guards import check_count, check_device, check_output_file, check_output_folder, memory_limit
 
 
 class Parser(argparse.ArgumentParser):
@@ -590,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        memory_limit()  # a malformed $CONDVAE_MEMORY_LIMIT is refused before any work
         args.run(args)
     except CondVAEError as exc:
         print(f"condvae: error: {exc}", file=sys.stderr)

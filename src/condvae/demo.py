@@ -49,7 +49,7 @@ def run_demo(
         raise CondVAEError(f"model: {model_name!r} does not say which dataset it was trained on")
     if mask == "top-half" and len(model.data_shape) == 1:
         mask = "random:0.5"  # a table's features have no top half: half of them, at random
-    make_mask(mask, model.data_shape, seed=seed)  # a bad spec fails before the data is read
+    pixels = make_mask(mask, model.data_shape, seed=seed)  # a bad spec fails before the data is read
     data = load_model_dataset(model, dataset, "test", data_dir)
     if n > len(data):
         raise CondVAEError(
@@ -58,7 +58,7 @@ def run_demo(
     x = data.x[:n].to(device)
     if model.likelihood.name == "bernoulli":
         x = fixed_binarize(x)
-    m = make_mask(mask, model.data_shape, seed=seed).expand(n, *model.data_shape).to(device)
+    m = pixels.expand(n, *model.data_shape).to(device)
     Query(model, x, m, seed=seed)  # evidence errors are the input's, not any one method's
     print(
         f"model {model_name}: {model.architecture}, latent {model.latent_dim}, "

@@ -64,7 +64,7 @@ def memory_limit() -> int:
 def set_memory_limit(limit: int | str | None) -> None:
     """Set the memory limit (bytes or ``"4GB"``); ``None`` restores the default."""
     global _limit
-    _limit = None if limit is None else parse_bytes(limit)
+    _limit = None if limit is None else parse_bytes(limit, "limit")
 
 
 def format_bytes(n: float) -> str:
