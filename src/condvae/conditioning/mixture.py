@@ -50,12 +50,23 @@ class Mixture(CrossCoder):
     def parameters(self) -> list[torch.Tensor]:
         return [*self.gaussians.parameters(), self.logits]
 
-    def components_log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log pi_k + log N(z; mu_k, L_k L_k^T) for z [..., B, d] -> [..., B, K]."""
+    def components_log_prob(
+        self, z: torch.Tensor, eps: torch.Tensor | None = None, own: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log pi_k + log N(z; mu_k, L_k L_k^T) for z [..., B, d] -> [..., B, K].
+
+        For draws z = mu_k + L_k eps of known components ``own`` [..., B, 1], pass ``eps``: the
+        own component's noise is then taken as drawn, not recovered by the triangular solve.
+        When a component's L_k nearly collapses the solve loses precision, and a wrongly low
+        log q reads as a huge C-ELBO that Adam chases (the divergence once seen on the 160-d
+        olivetti model); exact own terms keep log q >= log pi_k N_k(z)."""
         gaussians = self.gaussians()
-        eps = gaussians.inv(z.unsqueeze(-2))
-        log_n = -0.5 * (eps**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
-        return torch.log_softmax(self.logits, -1) + log_n - gaussians.log_abs_det_jacobian(eps, z)
+        noise = gaussians.inv(z.unsqueeze(-2))  # [..., B, K, d]
+        if eps is not None and own is not None:
+            index = own.unsqueeze(-1).expand(*own.shape, z.shape[-1])
+            noise = noise.scatter(-2, index, eps.unsqueeze(-2))
+        log_n = -0.5 * (noise**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+        return torch.log_softmax(self.logits, -1) + log_n - gaussians.log_abs_det_jacobian(noise, z)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.components_log_prob(z), -1)
@@ -67,7 +78,8 @@ class Mixture(CrossCoder):
         eps = self.query.stream("flow/eps").normal(n * k, self.query.latent_dim, step).unflatten(0, (n, k))
         z = self.gaussians()(eps.transpose(1, 2)).transpose(1, 2)  # [n, K, B, d]: n draws per component
         own = torch.arange(k, device=z.device).view(1, k, 1, 1).expand(n, k, z.shape[2], 1)
-        gap = self.query.log_joint(z) - self._log_prob_own(z, eps, own)  # [n, K, B]
+        log_q = torch.logsumexp(self.components_log_prob(z, eps, own), -1)
+        gap = self.query.log_joint(z) - log_q  # [n, K, B]
         return (gap.mean(0).T * torch.softmax(self.logits, -1)).sum(-1)
 
     def _draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,21 +96,7 @@ class Mixture(CrossCoder):
     def sample(self, n: int) -> torch.Tensor:
         return self._draw(n)[0]
 
-    def _log_prob_own(self, z: torch.Tensor, eps: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-        """log q(z) for draws z = mu_k + L_k eps of known components ``own`` [..., B, 1]: the own
-        component's term from eps exactly, the others through the triangular solve. When a
-        component's L_k nearly collapses the solve loses precision; were the own term solved too,
-        a wrongly low log q would read as a huge C-ELBO that Adam would chase (the divergence once
-        seen on the 160-d olivetti model). Exact own terms keep log q >= log pi_k N_k(z)."""
-        terms = self.components_log_prob(z)  # [..., B, K]
-        d = z.shape[-1]
-        log_det = torch.diagonal(self.gaussians.scale_tril(), dim1=-2, dim2=-1).abs().log().sum(-1)  # [B, K]
-        exact = torch.log_softmax(self.logits, -1) - log_det  # [B, K]
-        exact = exact.expand(*terms.shape).gather(-1, own).squeeze(-1)
-        exact = exact - 0.5 * (eps**2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
-        return torch.logsumexp(terms.scatter(-1, own, exact.unsqueeze(-1)), -1)
-
     @torch.no_grad()
     def sample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         z, eps, pick = self._draw(n)
-        return z, self._log_prob_own(z, eps, pick.unsqueeze(-1))
+        return z, torch.logsumexp(self.components_log_prob(z, eps, pick.unsqueeze(-1)), -1)
