@@ -11,6 +11,7 @@
 | ``half``             | one of the four halves at random                                  |
 | ``quadrant:tl``      | one quadrant (``tl``, ``tr``, ``bl``, ``br``); ``quadrant``: random |
 | ``freeform``         | all but 1-4 random brush strokes (the free-form inpainting hole)   |
+| ``glimpses``         | 0-12 random squares of side 2-8 pixels (what a sensor has seen)    |
 | ``mixture``          | one of the random kinds above, or its complement, chosen at random |
 | ``~SPEC``            | the complement of SPEC (e.g. ``~box:4,4,20,20`` hides a box)       |
 | ``PATH.png``         | the white pixels of a PNG of the image's size                     |
@@ -35,7 +36,7 @@ from condvae.errors import CondVAEError
 
 HALVES = ("top-half", "bottom-half", "left-half", "right-half")
 QUADRANTS = ("tl", "tr", "bl", "br")
-RANDOM_KINDS = ("random", "box", "half", "quadrant", "freeform")
+RANDOM_KINDS = ("random", "box", "half", "quadrant", "freeform", "glimpses")
 MIXTURE_KINDS = ("random", "box", "~box", "half", "quadrant", "~quadrant", "freeform", "~freeform")
 
 
@@ -133,6 +134,8 @@ def sample_masks(
         pixel = _halves(height, width)[torch.randint(4, (n,), generator=gen)]
     elif spec == "quadrant":
         pixel = _quadrants(height, width)[torch.randint(4, (n,), generator=gen)]
+    elif spec == "glimpses":
+        pixel = _glimpses(n, height, width, gen)
     else:
         pixel = ~_brush_strokes(n, height, width, gen)
     return _expand(pixel, data_shape)
@@ -187,6 +190,18 @@ def _random_boxes(n: int, height: int, width: int, gen: torch.Generator) -> torc
     in_rows = (rows >= r[:, :1]) & (rows < r[:, 1:])
     in_cols = (cols >= c[:, :1]) & (cols < c[:, 1:])
     return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+def _glimpses(n: int, height: int, width: int, gen: torch.Generator, most: int = 12) -> torch.Tensor:
+    """0-``most`` squares per mask, each of one side in 2..8 (a third of the image at most), placed
+    uniformly: the partial views a sequence of glimpses leaves, for training their classifier."""
+    side = torch.randint(2, max(3, min(9, min(height, width) // 3 + 1)), (n, most, 1, 1), generator=gen)
+    top = (torch.rand(n, most, 1, 1, generator=gen) * (height - side + 1)).long()
+    left = (torch.rand(n, most, 1, 1, generator=gen) * (width - side + 1)).long()
+    rows, cols = torch.arange(height).view(1, 1, -1, 1), torch.arange(width).view(1, 1, 1, -1)
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    used = torch.arange(most).view(1, -1, 1, 1) < torch.randint(most + 1, (n, 1, 1, 1), generator=gen)
+    return (inside & used).any(1)
 
 
 def _brush_strokes(n: int, height: int, width: int, gen: torch.Generator, vertices: int = 5) -> torch.Tensor:
