@@ -93,6 +93,23 @@ CLI_CASES: list[tuple[str, str, str]] = [
     ("train --epochs x", "train --dataset mnist --epochs x --out {tmp}/run", "--epochs"),
     ("evaluate --k 0", f"evaluate {M} --k 0", "--k"),
     ("pyramid sample --n 0", "pyramid sample --model mnist-pyramid --n 0", "--n"),
+    ("design: a patch larger than the image", f"design {M} {IMG} --patch 40", "patch:"),
+    ("design: more steps than candidates", f"design {M} {IMG} --patch 14 --steps 5", "steps:"),
+    ("design: an image of another size", f"design {M} --image {{tmp}}/face.png", "image:"),
+    (
+        "design: a classifier of another dataset",
+        f"design {M} {IMG} --classifier fashion_mnist-partial",
+        "classifier:",
+    ),
+    (
+        "design: a target not in the table",
+        "design --model wine-tab-z4 --row wine+target:test:0 --target colour",
+        "target:",
+    ),
+    ("design: an unknown strategy", f"design {M} {IMG} --strategy best", "strategy:"),
+    ("design: a row for an image model", f"design {M} --row wine+target:test:0", "row:"),
+    ("design: neither image nor row", f"design {M}", "image:"),
+    ("design: costs of the wrong length", f"design {M} {IMG} --costs 1,2", "costs:"),
     ("a misspelt flag", f"inpaint {M} {IMG} --sample 3", "unrecognized"),
     ("no subcommand", "", "required"),
 ]

@@ -114,8 +114,9 @@ class PartialClassifier(Classifier):
         }
 
     def _pre(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x, mask = x.reshape(*x.shape[: x.dim() - len(self.data_shape)], self.dim), mask.reshape(-1, self.dim)
-        m = mask.reshape(*x.shape).to(x.dtype)
+        x, mask = torch.broadcast_tensors(x, mask)
+        lead = x.shape[: x.dim() - len(self.data_shape)]
+        x, m = x.reshape(*lead, self.dim), mask.reshape(*lead, self.dim).to(x.dtype)
         return self.first(torch.cat([torch.where(m > 0, x, torch.zeros_like(x)), m], -1))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

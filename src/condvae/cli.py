@@ -543,6 +543,92 @@ def _run_impute(args: argparse.Namespace) -> None:
     print(f"imputed {int(np.isnan(x).sum())} missing cells of {len(header)} columns; wrote {args.out}")
 
 
+def _add_design(sub: argparse._SubParsersAction) -> None:
+    text = "choose what to observe next: glimpses of an image or features of a table row"
+    p = _command(sub, "design", text, _run_design, *WHERE)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--image", help="image: dataset:split:index or a PNG/JPEG of the model's size")
+    p.add_argument("--row", help="table row: TABLE:split:index, e.g. wine+target:test:0")
+    p.add_argument("--steps", type=_positive, default=4, help="glimpses or features to acquire")
+    p.add_argument("--patch", type=_positive, help="glimpse side in pixels (default: a 7 x 7 grid)")
+    p.add_argument("--target", help="table column to predict (default: 'target')")
+    p.add_argument(
+        "--strategy",
+        default="ipa",
+        help="ipa | ipa-r | a method (gvi, mixture, ...) | unconditional | random | sing",
+    )
+    p.add_argument("--completions", type=_positive, default=16, help="completions per step")
+    p.add_argument("--mask", help="evidence before the first step (mask spec; default: nothing)")
+    p.add_argument("--classifier", help="partial-image classifier: bundled name or directory")
+    p.add_argument("--costs", help="comma-separated cost per candidate (EIG per unit cost is maximised)")
+    p.add_argument("--out", help="picture of the run (PNG); images default to design.png")
+
+
+def _run_design(args: argparse.Namespace) -> None:
+    from condvae.data.datasets import load_dataset
+    from condvae.design import design, problem
+    from condvae.design.figure import image_figure, table_figure, table_lines
+    from condvae.evaluate import load_query_image
+    from condvae.masks import make_mask
+    from condvae.plotting import save_figure
+    from condvae.store import from_pretrained
+
+    if (args.image is None) == (args.row is None):
+        raise CondVAEError("image: pass --image (image models) or --row (table models), one of them")
+    out = check_output_file(args.out) if args.out else None
+    vae = from_pretrained(args.model, device=args.device)
+    image = len(vae.data_shape) == 3
+    spec = args.image if image else args.row
+    if image and args.row is not None:
+        raise CondVAEError(f"row: {args.model!r} is an image model; pass --image")
+    if not image and args.image is not None:
+        raise CondVAEError(f"image: {args.model!r} is a table model; pass --row TABLE:split:index")
+    costs = None
+    if args.costs:
+        try:
+            costs = [float(c) for c in args.costs.split(",")]
+        except ValueError:
+            raise CondVAEError(f"costs: expected comma-separated numbers, got {args.costs!r}") from None
+    setup = {"patch": args.patch, "classifier": args.classifier, "target": args.target, "costs": costs}
+    prob = problem(vae, data_dir=args.data_dir, **{k: v for k, v in setup.items() if v is not None})
+    x = load_query_image(vae, spec, args.data_dir)
+    mask = make_mask(args.mask, vae.data_shape, args.seed)[None] if args.mask else None
+    result = design(
+        prob,
+        x,
+        steps=args.steps,
+        strategy=args.strategy,
+        mask=mask,
+        completions=args.completions,
+        seed=args.seed,
+    )
+    if image:
+        label = None
+        parts = spec.split(":")
+        if len(parts) == 3 and parts[2].isdigit():
+            data = (
+                load_dataset(parts[0], parts[1], args.data_dir)
+                if parts[0] in ("mnist", "fashion_mnist")
+                else None
+            )
+            label = int(data.labels[int(parts[2])]) if data is not None and data.labels is not None else None
+        for t in range(result.steps):
+            chosen = int(result.order[0, t])
+            gain = float(result.gains[0, t, chosen])
+            p = result.predictions["probs"][0, t + 1] if "probs" in result.predictions else None
+            belief = f"; belief {int(p.argmax())} ({float(p.max()):.2f})" if p is not None else ""
+            print(f"step {t + 1}: glimpse {result.candidates.names[chosen]} (EIG {gain:.3f} nats){belief}")
+        path = save_figure(image_figure(result, 0, label), out or check_output_file("design.png"))
+        print(f"wrote {path}")
+        return
+    truth = float(vae.from_model(x)[0, vae.column_names.index(prob.target)]) if prob.target else None  # type: ignore[operator, union-attr]
+    print("\n".join(table_lines(result, 0, truth)))
+    if out is not None:
+        spec = vae.columns[vae.column_names.index(prob.target)] if prob.target else {}  # type: ignore[union-attr, operator]
+        classes = [float(v) for v in spec.get("values", [])] or None
+        print(f"wrote {save_figure(table_figure(result, 0, truth, classes), out)}")
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     _command(sub, "models", "list the bundled pretrained models and their test scores", _run_models)
 
@@ -582,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_models,
         _add_download,
         _add_impute,
+        _add_design,
     ):
         add(sub)
     return parser

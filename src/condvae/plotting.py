@@ -19,7 +19,8 @@ from condvae.errors import CondVAEError
 GAP = 0.2  # width of the gap between header spans, in image widths
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed) and close it."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def save_rows(
     headers: Sequence[tuple[str, int]] | None = None,
 ) -> Path:
     """:func:`rows_figure` saved as a PNG."""
-    return _save(rows_figure(rows, scale, headers), path)
+    return save_figure(rows_figure(rows, scale, headers), path)
 
 
 ORANGE = torch.tensor([1.0, 0.55, 0.0])
@@ -169,8 +170,8 @@ def save_completions(
     """:func:`completions_figure` saved as a PNG; feature vectors (tables) as
     :func:`feature_completions_figure`."""
     if x.dim() == 2:
-        return _save(feature_completions_figure(x, mask, completions, labels, groups), path)
-    return _save(completions_figure(x, mask, completions, truth, labels, groups), path)
+        return save_figure(feature_completions_figure(x, mask, completions, labels, groups), path)
+    return save_figure(completions_figure(x, mask, completions, truth, labels, groups), path)
 
 
 def feature_completions_figure(

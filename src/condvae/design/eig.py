@@ -93,7 +93,8 @@ class ClassifierEIG:
             else:
                 shown = mask[part, None, None] | candidates.masks[None, None]  # [b, 1, C, ...]
                 images = torch.where(mask[part, None, None], x[part, None, None], fill[part, :, None])
-                logits = self.classifier(images, shown.expand_as(images))
+                images, shown = torch.broadcast_tensors(images, shown)  # [b, N, C, ...]
+                logits = self.classifier(images, shown)
             out.append(logits.softmax(-1))
         return torch.cat(out).reshape(b, n, c, classes)
 
