@@ -23,6 +23,7 @@ import torch
 
 from condvae.classifier import PartialClassifier, load_partial_classifier
 from condvae.conditioning import METHODS
+from condvae.data import fixed_binarize
 from condvae.data.tables import load_table
 from condvae.design.candidates import Candidates, patch_grid
 from condvae.design.candidates import features as feature_candidates
@@ -194,6 +195,8 @@ def check_items(
             f"x: expected items of shape [B, {', '.join(map(str, shape))}], got {list(x.shape)}"
         )
     x = x.to(prob.vae.device, torch.float32)
+    if prob.is_image:  # a table's target may be NaN (unknown); it is checked below
+        prob.vae.likelihood.check_support(x, "x")
     if mask is None:
         mask = torch.zeros_like(x, dtype=torch.bool)
     if not isinstance(mask, torch.Tensor) or mask.shape[-len(shape) :] != shape:
@@ -215,6 +218,8 @@ def training_items(prob: Problem, train: torch.Tensor | None = None, limit: int 
             raise CondVAEError("train: this model does not say what it was trained on; pass train= items")
         if prob.is_image:
             train = load_model_dataset(prob.vae, prob.dataset, "train", prob.data_dir).x
+            if prob.vae.likelihood.name == "bernoulli":  # the model's evidence is binary
+                train = fixed_binarize(train)
         else:
             train = prob.vae.to_model(load_table(prob.dataset, "train").x, "train")  # type: ignore[operator]
     train = torch.as_tensor(train, dtype=torch.float32).to(prob.vae.device)
