@@ -292,3 +292,58 @@ def test_table_design_with_the_bundled_models(model: str) -> None:
     assert "target" not in [result.candidates.names[int(c)] for c in result.order.flatten()]
     key = "target_probs" if "target_probs" in result.predictions else "target_mean"
     assert torch.isfinite(result.predictions[key]).all()
+
+
+def test_gains_score_evidence_seen_in_the_field() -> None:
+    vae, x, mask, _ = linear_gaussian_setup(seed=3)
+    prob = problem(vae, target="x6")
+    hidden = torch.where(mask, x, torch.full_like(x, float("nan")))  # unseen values are unknown
+    scores = condvae.design.gains(prob, hidden, mask, method="gvi", completions=200)
+    assert scores.shape == (3, 6) and (scores >= 0).all()
+    assert (scores[mask[:, :6]] < 1e-5).all()  # what is seen is worth nothing
+
+
+def test_cli_design_for_an_image_and_a_table_row(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from condvae.cli import main
+
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    Image.fromarray(digit).save(tmp_path / "digit.png")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(
+            [
+                "design",
+                "--model",
+                "mnist-mlp-z2",
+                "--image",
+                str(tmp_path / "digit.png"),
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "d.png"),
+            ]
+        )
+        status += main(
+            [
+                "design",
+                "--model",
+                "wine-tab-z4",
+                "--row",
+                "wine+target:test:0",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path / "w.png"),
+            ]
+        )
+    text = out.getvalue()
+    assert status == 0, text
+    assert text.count("step ") >= 5 and "EIG" in text and "target" in text
+    assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "w.png").stat().st_size > 0

@@ -1,6 +1,7 @@
 """condvae: condition pretrained VAEs on arbitrary evidence, without retraining them."""
 
-from condvae.classifier import load_classifier
+from condvae import design
+from condvae.classifier import load_classifier, load_partial_classifier
 from condvae.conditioning import METHODS, Posterior, condition
 from condvae.data.tables import Table, load_table
 from condvae.errors import CheckpointError, ConditioningWarning, CondVAEError, DataError, MemoryLimitError
@@ -58,9 +59,11 @@ __all__ = [
     "build_model",
     "condition",
     "describe",
+    "design",
     "from_pretrained",
     "load",
     "load_classifier",
+    "load_partial_classifier",
     "load_partial_encoder",
     "load_pyramid",
     "load_table",

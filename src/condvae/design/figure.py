@@ -45,7 +45,7 @@ def image_figure(
         seen = result.mask_after(t)[b].cpu()
         shown = torch.where(seen, x, torch.full_like(x, UNSEEN))
         ax = axes[0][t]
-        ax.imshow(shown.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(shown.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title("evidence" if t == 0 else f"after step {t}", fontsize=8)
         if t > 0:
             top, left, h, w = _patch_box(result, int(result.order[b, t - 1]))
@@ -53,14 +53,14 @@ def image_figure(
         ax = axes[1][t]
         if t < steps and not bool(torch.isnan(result.gains[b, t]).all()):
             heat = _heat(result, b, t)
-            ax.imshow(heat, cmap="magma", vmin=0)
+            ax.imshow(heat.numpy(), cmap="magma", vmin=0)
             top, left, h, w = _patch_box(result, int(result.order[b, t]))
             ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, ec="cyan", lw=1.5))
             ax.set_title(f"EIG, max {float(heat.max()):.2f} nats", fontsize=8)
         else:
             ax.set_title("no EIG" if t < steps else "", fontsize=8)
         if probs is not None:
-            p = probs[b, t].cpu()
+            p = probs[b, t].cpu().numpy()
             ax = axes[2][t]
             colours = ["tab:green" if k == label else "tab:blue" for k in range(len(p))]
             ax.bar(range(len(p)), p, color=colours)
@@ -116,7 +116,7 @@ def table_figure(
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.35 * len(names) + 2), 6.5))
     gains = result.gains[b].cpu()
     if not bool(torch.isnan(gains).all()):
-        image = top.imshow(gains.nan_to_num(0).T, aspect="auto", cmap="magma", vmin=0)
+        image = top.imshow(gains.nan_to_num(0).T.numpy(), aspect="auto", cmap="magma", vmin=0)
         fig.colorbar(image, ax=top, label="EIG (nats)")
     for t in range(steps):
         top.scatter([t], [int(result.order[b, t])], marker="o", facecolors="none", edgecolors="cyan", s=60)
@@ -125,7 +125,7 @@ def table_figure(
     top.set_xticks(range(steps))
     top.set_xticklabels([f"step {t + 1}" for t in range(steps)], fontsize=7)
     top.set_title(f"{result.strategy}: EIG of each feature (circled: chosen)", fontsize=9)
-    pred, ts = result.predictions, list(range(steps + 1))
+    pred, ts = {k: v.cpu().numpy() for k, v in result.predictions.items()}, list(range(steps + 1))
     if "target_probs" in pred:
         for k in range(pred["target_probs"].shape[-1]):
             bottom.plot(ts, pred["target_probs"][b, :, k], marker="o", label=f"p(class {k})")
