@@ -251,7 +251,8 @@ def test_bad_input_is_one_line_naming_the_argument() -> None:
         (lambda: design(vae, x, steps=0, classifier=own), "steps:"),
         (lambda: design(vae, x, completions=0, classifier=own), "completions:"),
         (lambda: problem(vae, target="y", classifier=own), "target: images"),
-        (lambda: problem(vae, costs=[1.0, 2.0], classifier=own), "costs: expected 64"),
+        (lambda: problem(vae, costs=[1.0, 2.0], classifier=own), "costs: expected 64 costs"),
+        (lambda: problem(vae, costs=[-1.0] * 64, classifier=own), "costs: expected positive"),
         (lambda: problem(vae, eig="psychic", classifier=own), "eig:"),
     ]
     for call, message in cases:
@@ -347,3 +348,18 @@ def test_cli_design_for_an_image_and_a_table_row(tmp_path: Path) -> None:
     assert status == 0, text
     assert text.count("step ") >= 5 and "EIG" in text and "target" in text
     assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "w.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_bundled_partial_classifiers_score_what_their_cards_say(real_data: Path, dataset: str) -> None:
+    from condvae.data import load_dataset
+
+    clf = load_partial_classifier(dataset)
+    test = load_dataset(dataset, "test", real_data)
+    x, labels = test.x[:2000], test.labels[:2000]
+    with torch.no_grad():
+        full = (clf(x, torch.ones_like(x, dtype=torch.bool)).argmax(-1) == labels).float().mean()
+        none = clf(x, torch.zeros_like(x, dtype=torch.bool)).softmax(-1)
+    card = clf.card["metrics"]["test accuracy, 100% random pixels observed"]
+    assert abs(float(full) - card) < 0.02, (float(full), card)
+    assert torch.allclose(none, none[:1].expand_as(none))  # nothing seen: one answer for all

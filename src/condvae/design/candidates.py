@@ -42,10 +42,10 @@ def from_masks(masks: torch.Tensor, names: list[str], costs: torch.Tensor | None
     if costs is None:
         costs = torch.ones(len(masks))
     costs = torch.as_tensor(costs, dtype=torch.float32).flatten()
-    if costs.shape != (len(masks),) or not bool(torch.isfinite(costs).all() and (costs > 0).all()):
-        raise CondVAEError(
-            f"costs: expected {len(masks)} positive finite costs (one per candidate), got {list(costs.shape)}"
-        )
+    if costs.shape != (len(masks),):
+        raise CondVAEError(f"costs: expected {len(masks)} costs (one per candidate), got {costs.numel()}")
+    if not bool(torch.isfinite(costs).all() and (costs > 0).all()):
+        raise CondVAEError(f"costs: expected positive finite costs, got {costs.tolist()}")
     return Candidates(masks, indices, names, costs)
 
 
