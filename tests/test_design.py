@@ -254,6 +254,7 @@ def test_bad_input_is_one_line_naming_the_argument() -> None:
         (lambda: problem(vae, costs=[1.0, 2.0], classifier=own), "costs: expected 64 costs"),
         (lambda: problem(vae, costs=[-1.0] * 64, classifier=own), "costs: expected positive"),
         (lambda: problem(vae, eig="psychic", classifier=own), "eig:"),
+        (lambda: ClassifierEIG(own, decoded="median"), "decoded: expected 'mean' or 'sample'"),
     ]
     for call, message in cases:
         with pytest.raises(CondVAEError, match=message.replace("(", r"\(")):

@@ -69,13 +69,15 @@ class ClassifierEIG:
 
     ``classifier(x, mask)`` gives logits ``[..., classes]`` for partial images. A
     ``PartialClassifier`` is scored through its ``glimpse_logits`` (one first-layer update per
-    candidate); any other classifier is run on each completed candidate image.
+    candidate); any other classifier is run on each completed candidate image. ``decoded``:
+    completions as draws of p(x | z) ("sample": what a sensor of binary images reports) or as the
+    decoder's mean ("mean": a factorised likelihood's per-pixel noise is not what a camera sees).
     """
 
-    decoded = "mean"  # a classifier of real images reads decoder means, not pixel noise
-
-    def __init__(self, classifier: torch.nn.Module) -> None:
-        self.classifier = classifier
+    def __init__(self, classifier: torch.nn.Module, decoded: str = "mean") -> None:
+        if decoded not in ("mean", "sample"):
+            raise CondVAEError(f"decoded: expected 'mean' or 'sample', got {decoded!r}")
+        self.classifier, self.decoded = classifier, decoded
 
     @torch.no_grad()
     def probs(
