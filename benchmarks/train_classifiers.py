@@ -23,7 +23,7 @@ import torch
 from common import machine
 
 from condvae.classifier import CLASSIFIERS, PartialClassifier, SmallCNN, save_classifier
-from condvae.data import fixed_binarize, load_dataset
+from condvae.data import ImageData, fixed_binarize, load_dataset
 from condvae.errors import CondVAEError
 from condvae.loop import LoopConfig, Outcome, Phase, Trainee, run
 from condvae.masks import make_mask, sample_masks
@@ -50,6 +50,19 @@ def accuracy(model: SmallCNN, x: torch.Tensor, labels: torch.Tensor, batch: int 
     return hits / len(x)
 
 
+def _setup(
+    dataset: str, out: str | Path, epochs: int, data_dir: str | None, seed: int
+) -> tuple[ClassifierTrainConfig, ImageData, ImageData]:
+    """The checked run config and the labelled train and test splits; seeds the initialisation."""
+    cfg = ClassifierTrainConfig(dataset=dataset, out=str(out), epochs=epochs, data_dir=data_dir, seed=seed)
+    cfg.check()
+    train, test = load_dataset(dataset, "train", data_dir), load_dataset(dataset, "test", data_dir)
+    if train.labels is None or test.labels is None:
+        raise CondVAEError(f"dataset: {dataset!r} has no labels to train a classifier on")
+    torch.manual_seed(seed_for(seed, "train/init"))
+    return cfg, train, test
+
+
 def train_classifier(
     dataset: str,
     out: str | Path,
@@ -60,12 +73,7 @@ def train_classifier(
     resume: bool = False,
 ) -> SmallCNN:
     """Train a SmallCNN on ``dataset``'s train split, score it on the test split, save it to ``out``."""
-    cfg = ClassifierTrainConfig(dataset=dataset, out=str(out), epochs=epochs, data_dir=data_dir, seed=seed)
-    cfg.check()
-    train, test = load_dataset(dataset, "train", data_dir), load_dataset(dataset, "test", data_dir)
-    if train.labels is None or test.labels is None:
-        raise CondVAEError(f"dataset: {dataset!r} has no labels to train a classifier on")
-    torch.manual_seed(seed_for(seed, "train/init"))
+    cfg, train, test = _setup(dataset, out, epochs, data_dir, seed)
     model = SmallCNN(train.data_shape, int(train.labels.max()) + 1)
     steps = epochs * (len(train) // cfg.batch_size)
 
@@ -159,12 +167,7 @@ def train_partial_classifier(
     with their grey level as probability), so that the classifier reads the binary images of a
     Bernoulli VAE as well as grey levels and decoder means.
     """
-    cfg = ClassifierTrainConfig(dataset=dataset, out=str(out), epochs=epochs, data_dir=data_dir, seed=seed)
-    cfg.check()
-    train, test = load_dataset(dataset, "train", data_dir), load_dataset(dataset, "test", data_dir)
-    if train.labels is None or test.labels is None:
-        raise CondVAEError(f"dataset: {dataset!r} has no labels to train a classifier on")
-    torch.manual_seed(seed_for(seed, "train/init"))
+    cfg, train, test = _setup(dataset, out, epochs, data_dir, seed)
     model = PartialClassifier(train.data_shape, int(train.labels.max()) + 1, hidden, dataset)
     steps = epochs * (len(train) // cfg.batch_size)
 
