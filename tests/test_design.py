@@ -364,3 +364,26 @@ def test_bundled_partial_classifiers_score_what_their_cards_say(real_data: Path,
     card = clf.card["metrics"]["test accuracy, 100% random pixels observed"]
     assert abs(float(full) - card) < 0.02, (float(full), card)
     assert torch.allclose(none, none[:1].expand_as(none))  # nothing seen: one answer for all
+
+
+def test_partial_classifier_trains_on_random_masks_and_reports_by_glimpses(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    from train_classifiers import train_partial_classifier
+
+    model = train_partial_classifier(
+        "mnist",
+        tmp_path / "clf",
+        epochs=1,
+        data_dir=str(synthetic_data),
+        progress=False,
+        hidden=(32,),
+        binarized=0.5,
+    )
+    back = load_partial_classifier(tmp_path / "clf")
+    assert back.dataset == "mnist" and back.hidden == (32,)
+    metrics = back.card["metrics"]
+    assert {"test accuracy, 8 random 4x4 glimpses", "test accuracy, binarised, all observed"} <= set(metrics)
+    assert all(0 <= v <= 1 for v in metrics.values())
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(back(x, x > 0.5), model(x, x > 0.5))
