@@ -387,3 +387,18 @@ def test_partial_classifier_trains_on_random_masks_and_reports_by_glimpses(
     assert all(0 <= v <= 1 for v in metrics.values())
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(back(x, x > 0.5), model(x, x > 0.5))
+
+
+def test_items_with_the_same_evidence_share_one_estimate() -> None:
+    from condvae.design.completions import Completions
+    from condvae.design.greedy import EIGChooser
+
+    g, cands = switch_classifier(), patch_grid((1, 2, 2), 1)
+    x, mask = torch.zeros(4, 1, 2, 2), torch.zeros(4, 1, 2, 2, dtype=torch.bool)
+    x[3, 0, 0, 1], mask[3, 0, 0, 1] = 1.0, True  # item 3 has seen something; 0-2 nothing
+    fill = toy_fill(4, 50, 0.3)
+    eig = ClassifierEIG(g)
+    gains = EIGChooser(eig, cands).gains(x, mask, Completions(fill, None), 0)
+    pooled = eig(x[:1], mask[:1], fill[:3].reshape(1, 150, 1, 2, 2), cands)
+    assert torch.allclose(gains[:3], pooled.expand(3, -1), atol=1e-6)
+    assert torch.allclose(gains[3:], eig(x[3:], mask[3:], fill[3:], cands), atol=1e-6)

@@ -59,9 +59,19 @@ def class_eig(probs: torch.Tensor, dim: int) -> torch.Tensor:
     return (entropy(probs.mean(dim)) - entropy(probs).mean(dim)).clamp_min(0)
 
 
-def _blocks(items: int, per_item: int) -> list[slice]:
-    step = max(1, BLOCK // max(per_item, 1))
-    return [slice(i, min(i + step, items)) for i in range(0, items, step)]
+def _blocks(items: int, completions: int, per_completion: int) -> list[tuple[slice, slice]]:
+    """(items, completions) slices whose work is at most BLOCK entries: blocks of whole items, or
+    for an item with very many completions (pooled ones), blocks of its completions."""
+    per_item = completions * max(per_completion, 1)
+    if per_item <= BLOCK:
+        step = BLOCK // per_item
+        return [(slice(i, min(i + step, items)), slice(None)) for i in range(0, items, step)]
+    step = max(1, BLOCK // max(per_completion, 1))
+    return [
+        (slice(i, i + 1), slice(j, min(j + step, completions)))
+        for i in range(items)
+        for j in range(0, completions, step)
+    ]
 
 
 class ClassifierEIG:
@@ -88,17 +98,18 @@ class ClassifierEIG:
         classes = int(self.classifier.classes)
         fast = getattr(self.classifier, "glimpse_logits", None)
         width = int(getattr(self.classifier, "hidden", (classes,))[0]) if fast else x[0].numel()
-        out = []
-        for part in _blocks(b, n * c * max(width, classes)):
+        out = x.new_empty(b, n, c, classes)
+        for part, some in _blocks(b, n, c * max(width, classes)):
+            block = fill[part, some]
             if fast is not None:
-                logits = fast(x[part], mask[part], fill[part], candidates.indices)
+                logits = fast(x[part], mask[part], block, candidates.indices)
             else:
                 shown = mask[part, None, None] | candidates.masks[None, None]  # [b, 1, C, ...]
-                images = torch.where(mask[part, None, None], x[part, None, None], fill[part, :, None])
+                images = torch.where(mask[part, None, None], x[part, None, None], block[:, :, None])
                 images, shown = torch.broadcast_tensors(images, shown)  # [b, N, C, ...]
                 logits = self.classifier(images, shown)
-            out.append(logits.softmax(-1))
-        return torch.cat(out).reshape(b, n, c, classes)
+            out[part, some] = logits.softmax(-1)
+        return out
 
     def __call__(
         self, x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor, candidates: Candidates
@@ -158,9 +169,9 @@ class LatentEIG:
             raise CondVAEError(
                 "target: the target is already observed in some items; it cannot be designed for"
             )
-        out = []
-        for part in _blocks(b, n * c * x[0].numel()):
-            xs, m = fill[part], mask[part]
+        total = x.new_zeros(b, c)
+        for part, some in _blocks(b, n, c * x[0].numel()):
+            xs, m = fill[part, some], mask[part]
             shown = m[:, None, None] | candidates.masks[None, None]  # [b, 1, C, ...]
             wide = xs[:, :, None].expand(-1, -1, c, *xs.shape[2:])
             before = self._r(xs[:, :1, None], m[:, None, None], dims)  # the evidence alone: same for all n
@@ -169,5 +180,5 @@ class LatentEIG:
                 after = self._r(wide, shown | self.target, dims)
                 before = self._r(xs[:, :, None], (m | self.target)[:, None, None], dims)
                 gain = gain - kl_divergence(after, before)
-            out.append(gain.mean(1))
-        return torch.cat(out)
+            total[part] += gain.sum(1)
+        return total / n

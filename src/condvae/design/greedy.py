@@ -47,7 +47,21 @@ class EIGChooser:
     def gains(self, x: torch.Tensor, mask: torch.Tensor, completions: Completions, step: int) -> torch.Tensor:
         if self.completions is not None:
             completions = self.completions(x, mask, self.n, self.eig.decoded, step)
-        return self.eig(x, mask, completions.fill, self.candidates)
+        fill = completions.fill
+        gains = self.eig(x, mask, fill, self.candidates)
+        for group in shared_evidence(x, mask):  # one estimate from all of the group's completions
+            pooled = fill[group].reshape(1, -1, *fill.shape[2:])
+            gains[group] = self.eig(x[group[:1]], mask[group[:1]], pooled, self.candidates)
+        return gains
+
+
+def shared_evidence(x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """Groups (index tensors) of two or more items with the same evidence: the same mask and the
+    same observed values. Their EIGs are the same quantity, so it is estimated once from all their
+    completions together (at the first step, from no evidence, every item is in one group)."""
+    key = torch.cat([mask.flatten(1).to(x.dtype), torch.where(mask, x, 0).flatten(1)], 1)
+    _, group, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+    return [(group == g).nonzero().flatten() for g in (counts > 1).nonzero().flatten().tolist()]
 
 
 @dataclass
