@@ -207,7 +207,8 @@ def markdown(records: list[dict], key: str, shown: list[int]) -> list[str]:
         rows = torch.tensor(r["rows"][key])
         values = curve({key.removesuffix("_completed"): rows}, name)
         paired = ""
-        if ipa is not None and r is not ipa and not r.get("same") and key in ipa["rows"]:
+        bound = r["strategy"] == "full image"
+        if ipa is not None and r is not ipa and not r.get("same") and not bound and key in ipa["rows"]:
             diff = area(rows) - area(torch.tensor(ipa["rows"][key])[: len(rows)])
             paired = f"{float(diff.mean()):+.3f} ({float(diff.std() / math.sqrt(len(diff))):.3f})"
         cells = " | ".join(f"{float(values[t]):.3f}" for t in shown)
