@@ -20,7 +20,8 @@ the evidence pasted in) and ``Candidates``; both return ``[B, C]``.
                - E_{x_i, y}[ KL(r(z | x_o, x_i, y) || r(z | x_o, y)) ],
 
   the expectations over the completions, each KL analytic; without a target only the first term
-  (information about z itself).
+  (information about z itself). With an exact posterior the difference is I(x_i; y | x_o) >= 0;
+  with an approximate encoder and finitely many completions an estimate can dip below 0.
 """
 
 from __future__ import annotations

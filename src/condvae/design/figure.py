@@ -57,8 +57,10 @@ def image_figure(
             top, left, h, w = _patch_box(result, int(result.order[b, t]))
             ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, ec="cyan", lw=1.5))
             ax.set_title(f"EIG, max {float(heat.max()):.2f} nats", fontsize=8)
+        elif t < steps:
+            ax.set_title("no EIG (a baseline)", fontsize=8)
         else:
-            ax.set_title("no EIG" if t < steps else "", fontsize=8)
+            ax.axis("off")
         if probs is not None:
             p = probs[b, t].cpu().numpy()
             ax = axes[2][t]
