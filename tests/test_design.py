@@ -247,6 +247,10 @@ def test_bad_input_is_one_line_naming_the_argument() -> None:
         (lambda: problem(vae, classifier=PartialClassifier((1, 9, 9), 10, (8,))), "classifier: it reads"),
         (lambda: design(vae, x, steps=5, patch=4, classifier=own), "steps: 5 is more than the 4 candidates"),
         (lambda: design(vae, torch.rand(2, 1, 9, 9), classifier=own), "x: expected items of shape"),
+        (
+            lambda: design(vae, x, steps=3, patch=4, classifier=own, mask=torch.rand(2, 1, 8, 8) < 2),
+            "steps: 3 is more than the 0 candidates item 0 has not seen yet",
+        ),
         (lambda: design(vae, x, strategy="best", classifier=own), "strategy: unknown 'best'"),
         (lambda: design(vae, x, steps=0, classifier=own), "steps:"),
         (lambda: design(vae, x, completions=0, classifier=own), "completions:"),

@@ -29,7 +29,7 @@ from condvae.design.candidates import Candidates, patch_grid
 from condvae.design.candidates import features as feature_candidates
 from condvae.design.completions import MethodCompletions, UnconditionalCompletions
 from condvae.design.eig import EIG, ClassifierEIG, LatentEIG
-from condvae.design.greedy import DesignResult, EIGChooser, OrderChooser, RandomChooser, pick, run
+from condvae.design.greedy import DesignResult, EIGChooser, OrderChooser, RandomChooser, pick, run, unseen
 from condvae.design.predict import ClassPrediction, TargetPrediction
 from condvae.errors import CondVAEError
 from condvae.evaluate import load_model_dataset
@@ -310,6 +310,12 @@ def design(
     if steps > len(prob.candidates):
         raise CondVAEError(f"steps: {steps} is more than the {len(prob.candidates)} candidates")
     x, mask = check_items(prob, x, mask)
+    left = unseen(mask, prob.candidates.to(x.device)).sum(1)
+    if int(left.min()) < steps:
+        item = int(left.argmin())
+        raise CondVAEError(
+            f"steps: {steps} is more than the {int(left[item])} candidates item {item} has not seen yet"
+        )
     method = predictive_method(prob, strategy)
     complete = MethodCompletions(prob.vae, method, seed, options if method == strategy else None)
     if strategy == "random":
