@@ -270,6 +270,18 @@ def test_bad_input_is_one_line_naming_the_argument() -> None:
     nan[0, 1] = float("nan")
     with pytest.raises(CondVAEError, match="x: design reveals"):
         design(problem(table, target="x4"), nan, strategy="gvi")
+    rows, setup = torch.randn(2, 5), problem(table, target="x4")
+    more = [
+        (dict(strategy="sing", order=[9, 1]), "order: expected at least 2 candidate indices"),
+        (dict(seed="x"), "seed:"),
+        (dict(strategy="unconditional", train=torch.randn(3, 4)), "train: expected training items"),
+        (dict(mask=torch.zeros(3, 5, dtype=torch.bool)), "mask: expected a bool tensor"),
+    ]
+    for kwargs, message in more:
+        with pytest.raises(CondVAEError, match=message):
+            design(setup, rows, steps=2, completions=4, **kwargs)
+    with pytest.raises(CondVAEError, match="classifier: expected a partial-image classifier"):
+        problem(vae, classifier=5)
 
 
 def test_design_on_a_toy_image_model_end_to_end() -> None:

@@ -87,6 +87,11 @@ def _classifier(vae: VAE, classifier: torch.nn.Module | str | Path | None) -> to
             return None  # no bundled classifier for this dataset: latent-space EIG only
     elif isinstance(classifier, str | Path):
         classifier = load_partial_classifier(classifier, vae.device)
+    elif not isinstance(classifier, torch.nn.Module) or not hasattr(classifier, "classes"):
+        raise CondVAEError(
+            f"classifier: expected a partial-image classifier (a module with classes), a bundled "
+            f"name or a directory, got {type(classifier).__name__}"
+        )
     shape = tuple(getattr(classifier, "data_shape", vae.data_shape))
     if shape != tuple(vae.data_shape):
         raise CondVAEError(
@@ -211,7 +216,7 @@ def check_items(
         prob.vae.likelihood.check_support(x, "x")
     if mask is None:
         mask = torch.zeros_like(x, dtype=torch.bool)
-    if not isinstance(mask, torch.Tensor) or mask.shape[-len(shape) :] != shape:
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in (shape, tuple(x.shape)):
         raise CondVAEError(f"mask: expected a bool tensor of the items' shape {list(x.shape)}")
     mask = mask.to(prob.vae.device).bool().expand_as(x).clone()
     hidden = prob.hidden(mask)
@@ -235,6 +240,11 @@ def training_items(prob: Problem, train: torch.Tensor | None = None, limit: int 
         else:
             train = prob.vae.to_model(load_table(prob.dataset, "train").x, "train")  # type: ignore[operator]
     train = torch.as_tensor(train, dtype=torch.float32).to(prob.vae.device)
+    if tuple(train.shape[1:]) != tuple(prob.vae.data_shape) or len(train) == 0:
+        raise CondVAEError(
+            f"train: expected training items [N, {', '.join(map(str, prob.vae.data_shape))}], "
+            f"got {list(train.shape)}"
+        )
     if len(train) > limit:
         train = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:limit]]
     return train
@@ -306,6 +316,7 @@ def design(
             f"strategy: unknown {strategy!r}; expected one of {', '.join(dict.fromkeys(known))}"
         )
     check_count(steps, "steps", what="number of steps")
+    check_count(seed, "seed", low=0, what="seed")
     check_count(completions, "completions", what="number of completions")
     if steps > len(prob.candidates):
         raise CondVAEError(f"steps: {steps} is more than the {len(prob.candidates)} candidates")
@@ -321,6 +332,13 @@ def design(
     if strategy == "random":
         chooser: Any = RandomChooser(prob.candidates, seed)
     elif strategy == "sing":
+        if order is not None and (
+            not all(isinstance(c, int) and 0 <= c < len(prob.candidates) for c in order) or len(order) < steps
+        ):
+            raise CondVAEError(
+                f"order: expected at least {steps} candidate indices in 0..{len(prob.candidates) - 1}, "
+                f"got {order!r}"
+            )
         if order is None:
             order = sing_order(prob, training_items(prob, train), steps, completions, method, seed=seed)
         chooser = OrderChooser(list(order), prob.candidates)

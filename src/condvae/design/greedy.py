@@ -48,10 +48,14 @@ class EIGChooser:
         if self.completions is not None:
             completions = self.completions(x, mask, self.n, self.eig.decoded, step)
         fill = completions.fill
-        gains = self.eig(x, mask, fill, self.candidates)
+        gains = x.new_empty(x.shape[0], len(self.candidates))
+        alone = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for group in shared_evidence(x, mask):  # one estimate from all of the group's completions
             pooled = fill[group].reshape(1, -1, *fill.shape[2:])
             gains[group] = self.eig(x[group[:1]], mask[group[:1]], pooled, self.candidates)
+            alone[group] = False
+        if bool(alone.any()):
+            gains[alone] = self.eig(x[alone], mask[alone], fill[alone], self.candidates)
         return gains
 
 
