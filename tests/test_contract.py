@@ -29,6 +29,7 @@ FAST: dict[str, dict[str, Any]] = {
     "mixture": {"steps": 10, "components": 3},
     "hmc": {"chains": 2, "warmup": 20, "draws": 20},
     "importance": {"particles": 500},
+    "ais": {"particles": 8, "temperatures": 10},
     "rejection": {"budget": 100_000, "round_size": 2000, "samples": 16},
     "grid": {"size": 32},
     "ipa": {},

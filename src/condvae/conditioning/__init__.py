@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from condvae.conditioning import (  # noqa: F401  (registers the methods)
+    ais,
     fcn,
     gaussian,
     grid,
@@ -18,6 +19,7 @@ from condvae.conditioning import (  # noqa: F401  (registers the methods)
     spline,
 )
 from condvae.conditioning.base import Posterior, Query, check_option_types
+from condvae.conditioning.bdmc import Sandwich, sandwich, simulate
 from condvae.conditioning.registry import METHODS, register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
@@ -52,4 +54,4 @@ def condition(
         return cls.fit(query, **options)
 
 
-__all__ = ["METHODS", "Posterior", "Query", "condition", "register"]
+__all__ = ["METHODS", "Posterior", "Query", "Sandwich", "condition", "register", "sandwich", "simulate"]
