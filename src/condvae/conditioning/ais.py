@@ -14,7 +14,7 @@ import math
 import torch
 
 from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
-from condvae.conditioning.hmc import MAX_ENERGY_ERROR, leapfrog
+from condvae.conditioning.hmc import MAX_ENERGY_ERROR, Potential, leapfrog
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
@@ -43,7 +43,7 @@ class Walk:
     resamplings: torch.Tensor
 
 
-def _potential(query: Query, beta: float):  # type: ignore[no-untyped-def]
+def _potential(query: Query, beta: float) -> tuple[Potential, dict[str, torch.Tensor]]:
     """z -> (U, dU/dz) for U = -log p(z) - beta log p(x_o | z); keeps log p(x_o | z) of the last call."""
     last: dict[str, torch.Tensor] = {}
 
@@ -108,7 +108,7 @@ def anneal(
         u, grad = potential(z)  # at the new temperature
         step = (torch.round(log_step / _GRID) * _GRID).exp()[None, :, None]
         p0 = query.stream(f"{stream}/momentum").normal(k, d, index=t)
-        z1, p1, u1, g1 = leapfrog(potential, z, p0, grad, step, leapfrog_steps)
+        z1, p1, u1, _ = leapfrog(potential, z, p0, grad, step, leapfrog_steps)
         log_lik1 = last["log_lik"]
         energy_change = (u1 + 0.5 * (p1**2).sum(-1)) - (u + 0.5 * (p0**2).sum(-1))
         divergent = ~torch.isfinite(energy_change) | (energy_change > MAX_ENERGY_ERROR)
@@ -253,7 +253,7 @@ class AIS(Posterior):
         z = torch.gather(self.z, 0, pick[..., None].expand(-1, -1, self.z.shape[-1]))
         if not self.rejuvenate:
             return z
-        potential, last = _potential(q, 1.0)
+        potential, _ = _potential(q, 1.0)
         u, grad = potential(z)
         step = self.diagnostics.step_size[None, :, None]
         for move in range(self.rejuvenate):

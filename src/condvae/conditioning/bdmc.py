@@ -21,7 +21,7 @@ import math
 import torch
 
 from condvae.conditioning.ais import AIS, anneal, sigmoid_schedule
-from condvae.conditioning.base import Query, reparameterize
+from condvae.conditioning.base import reparameterize
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
 from condvae.models import VAE
