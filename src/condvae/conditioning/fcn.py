@@ -23,6 +23,7 @@ class FCN(FlowPosterior):
 
     Arguments:
         steps: Adam steps; samples: C-ELBO draws per step; lr: Adam's learning rate.
+        iw: K, inner samples of the importance-weighted C-ELBO it maximises (1: the C-ELBO).
         hidden: the MLP's width.
 
     References:
@@ -31,7 +32,14 @@ class FCN(FlowPosterior):
     """
 
     def __init__(
-        self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05, hidden: int = 32
+        self,
+        query: Query,
+        *,
+        steps: int = 500,
+        samples: int = 16,
+        lr: float = 0.05,
+        iw: int = 1,
+        hidden: int = 32,
     ) -> None:
         d = query.latent_dim
         if d > MAX_LATENT:
@@ -43,4 +51,6 @@ class FCN(FlowPosterior):
             raise CondVAEError(f"hidden: expected a positive width, got {hidden!r}")
         init = query.stream("fcn/init").normal(2 * hidden, d).transpose(0, 1)  # [B, 2H, d]
         mlp = MLP(init[:, :hidden] / d**0.5, 0.01 * init[:, hidden:].transpose(1, 2))
-        super().__init__(query, [mlp, Affine.identity(query.batch, d)], steps=steps, samples=samples, lr=lr)
+        super().__init__(
+            query, [mlp, Affine.identity(query.batch, d)], steps=steps, samples=samples, lr=lr, iw=iw
+        )

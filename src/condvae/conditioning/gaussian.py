@@ -14,15 +14,18 @@ class MeanField(FlowPosterior):
 
     Arguments:
         steps: Adam steps; samples: C-ELBO draws per step; lr: Adam's learning rate.
+        iw: K, inner samples of the importance-weighted C-ELBO it maximises (1: the C-ELBO).
 
     References:
         Wu, Domke & Sanner, "Conditional Inference in Pre-trained Variational Autoencoders via
         Cross-coding", 2018, arXiv:1805.07785.
     """
 
-    def __init__(self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05) -> None:
+    def __init__(
+        self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05, iw: int = 1
+    ) -> None:
         flow = [Affine.identity(query.batch, query.latent_dim, diagonal=True)]
-        super().__init__(query, flow, steps=steps, samples=samples, lr=lr)
+        super().__init__(query, flow, steps=steps, samples=samples, lr=lr, iw=iw)
 
 
 @register("gvi")
@@ -35,13 +38,21 @@ class GVI(FlowPosterior):
 
     Arguments:
         steps: Adam steps; samples: C-ELBO draws per step; lr: Adam's learning rate.
+        iw: K, inner samples of the importance-weighted C-ELBO it maximises (1: the C-ELBO).
 
     References:
         Wu, Domke & Sanner, "Conditional Inference in Pre-trained Variational Autoencoders via
         Cross-coding", 2018, arXiv:1805.07785 (GVI).
     """
 
-    def __init__(self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05) -> None:
+    def __init__(
+        self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05, iw: int = 1
+    ) -> None:
         super().__init__(
-            query, [Affine.identity(query.batch, query.latent_dim)], steps=steps, samples=samples, lr=lr
+            query,
+            [Affine.identity(query.batch, query.latent_dim)],
+            steps=steps,
+            samples=samples,
+            lr=lr,
+            iw=iw,
         )

@@ -30,6 +30,8 @@ class Mixture(CrossCoder):
         steps: Adam steps; lr: Adam's learning rate.
         samples: C-ELBO draws per step, split over the components (one each at least).
         components: K, the number of Gaussians.
+        iw: inner draws per component of the stratified importance-weighted C-ELBO it
+            maximises (1: the stratified C-ELBO above).
 
     References:
         Morningstar, Vikram, Ham, Gallagher & Dillon, "Automatic Differentiation Variational
@@ -37,9 +39,16 @@ class Mixture(CrossCoder):
     """
 
     def __init__(
-        self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05, components: int = 8
+        self,
+        query: Query,
+        *,
+        steps: int = 500,
+        samples: int = 16,
+        lr: float = 0.05,
+        iw: int = 1,
+        components: int = 8,
     ) -> None:
-        super().__init__(query, steps=steps, samples=samples, lr=lr)
+        super().__init__(query, steps=steps, samples=samples, lr=lr, iw=iw)
         if not isinstance(components, int) or components < 1:
             raise CondVAEError(f"components: expected a positive integer, got {components!r}")
         b, d, device = query.batch, query.latent_dim, query.vae.device
@@ -72,15 +81,44 @@ class Mixture(CrossCoder):
         return torch.logsumexp(self.components_log_prob(z), -1)
 
     def objective(self, step: int) -> torch.Tensor:
-        """The stratified C-ELBO per query, the samples split over the components, ``[B]``."""
-        k = self.logits.shape[-1]
-        n = max(1, self.diagnostics.samples // k)
+        """The stratified C-ELBO per query, the samples split over the components, ``[B]``.
+
+        With ``iw`` = T > 1, the stratified importance-weighted bound (Morningstar et al. 2021):
+        the mean over groups of log sum_k pi_k (1/T) sum_t w_{k,t}, T draws of each component
+        per group; it pays a component for covering mass the others miss."""
+        k, t = self.logits.shape[-1], self.diagnostics.iw
+        n = max(t, self.diagnostics.samples // k) // t * t
         eps = self.query.stream("flow/eps").normal(n * k, self.query.latent_dim, step).unflatten(0, (n, k))
         z = self.gaussians()(eps.transpose(1, 2)).transpose(1, 2)  # [n, K, B, d]: n draws per component
         own = torch.arange(k, device=z.device).view(1, k, 1, 1).expand(n, k, z.shape[2], 1)
         log_q = torch.logsumexp(self.components_log_prob(z, eps, own), -1)
         gap = self.query.log_joint(z) - log_q  # [n, K, B]
-        return (gap.mean(0).T * torch.softmax(self.logits, -1)).sum(-1)
+        if t == 1:
+            return (gap.mean(0).T * torch.softmax(self.logits, -1)).sum(-1)
+        weighted = gap.unflatten(0, (-1, t)) + torch.log_softmax(self.logits, -1).T  # [n / T, T, K, B]
+        return (torch.logsumexp(weighted.flatten(1, 2), 1) - math.log(t)).mean(0)
+
+    @torch.no_grad()
+    def resampled(self, n: int) -> torch.Tensor:
+        """n draws per query, each one of T draws of every component (T = ``iw``) picked with
+        probability pi_k w_{k,t}: the distribution the stratified bound belongs to."""
+        t, q = self.diagnostics.iw, self.query
+        k, d = self.logits.shape[-1], q.latent_dim
+        per = max(1, min(self._chunks(n * t * k)) // (t * k))
+        out = []
+        for start in range(0, n, per):
+            m, index = min(per, n - start), self.draw_index()
+            eps = q.stream("mixture/resample/eps").normal(m * t * k, d, index).unflatten(0, (m * t, k))
+            z = self.gaussians()(eps.transpose(1, 2)).transpose(1, 2)  # [m T, K, B, d]
+            own = torch.arange(k, device=z.device).view(1, k, 1, 1).expand(m * t, k, q.batch, 1)
+            log_q = torch.logsumexp(self.components_log_prob(z, eps, own), -1)
+            log_w = q.log_joint(z) - log_q + torch.log_softmax(self.logits, -1).T  # [m T, K, B]
+            log_w, z = log_w.unflatten(0, (m, t)).flatten(1, 2), z.unflatten(0, (m, t)).flatten(1, 2)
+            cdf = torch.cumsum(torch.softmax(log_w.double(), 1), 1)  # [m, T K, B]
+            u = q.stream("mixture/resample/pick").uniform(m, index=index).double()
+            pick = (cdf < u[:, None, :]).sum(1).clamp_max(t * k - 1)  # [m, B]
+            out.append(torch.gather(z, 1, pick[:, None, :, None].expand(-1, 1, -1, d))[:, 0])
+        return torch.cat(out)
 
     def _draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n draws per query: z and the noise eps ``[n, B, d]``, the component picked ``[n, B]``."""
@@ -94,6 +132,8 @@ class Mixture(CrossCoder):
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
+        if self.diagnostics.iw > 1:
+            return self.resampled(n)
         return self._draw(n)[0]
 
     @torch.no_grad()

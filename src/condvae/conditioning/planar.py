@@ -22,6 +22,7 @@ class PlanarFlow(FlowPosterior):
 
     Arguments:
         steps: Adam steps; samples: C-ELBO draws per step; lr: Adam's learning rate.
+        iw: K, inner samples of the importance-weighted C-ELBO it maximises (1: the C-ELBO).
         layers: the number of planar layers (the cross-coding experiments used 8 to 32).
 
     References:
@@ -31,7 +32,14 @@ class PlanarFlow(FlowPosterior):
     """
 
     def __init__(
-        self, query: Query, *, steps: int = 500, samples: int = 16, lr: float = 0.05, layers: int = 16
+        self,
+        query: Query,
+        *,
+        steps: int = 500,
+        samples: int = 16,
+        lr: float = 0.05,
+        iw: int = 1,
+        layers: int = 16,
     ) -> None:
         if not isinstance(layers, int) or layers < 1:
             raise CondVAEError(f"layers: expected a positive number of planar layers, got {layers!r}")
@@ -39,4 +47,4 @@ class PlanarFlow(FlowPosterior):
         init = query.stream("planar/init")  # small initial directions: each layer starts near the identity
         wu = [init.normal(2, d, index=k) for k in range(layers)]
         flow = [Affine.identity(b, d), *(Planar(0.1 * w, 0.01 * u) for w, u in wu)]
-        super().__init__(query, flow, steps=steps, samples=samples, lr=lr)
+        super().__init__(query, flow, steps=steps, samples=samples, lr=lr, iw=iw)

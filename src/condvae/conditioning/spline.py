@@ -23,6 +23,7 @@ class Spline(FlowPosterior):
 
     Arguments:
         steps: Adam steps; samples: C-ELBO draws per step; lr: Adam's learning rate.
+        iw: K, inner samples of the importance-weighted C-ELBO it maximises (1: the C-ELBO).
         layers: the number of coupling layers.
         bins: the number of spline bins.
         hidden: the width of the conditioner MLP.
@@ -39,6 +40,7 @@ class Spline(FlowPosterior):
         steps: int = 500,
         samples: int = 16,
         lr: float = 0.05,
+        iw: int = 1,
         layers: int = 4,
         bins: int = 8,
         hidden: int = 32,
@@ -57,4 +59,4 @@ class Spline(FlowPosterior):
             w1 = init.normal(hidden, kept, index=k).transpose(0, 1) / max(1, kept) ** 0.5  # [B, H, kept]
             flow.append(SplineCoupling(moved, w1, bins, float(bound)))
         flow.append(Affine.identity(query.batch, d))
-        super().__init__(query, flow, steps=steps, samples=samples, lr=lr)
+        super().__init__(query, flow, steps=steps, samples=samples, lr=lr, iw=iw)
