@@ -23,12 +23,16 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from common import machine
 
 from condvae import condition, load
+from condvae.conditioning import sandwich, simulate
+from condvae.conditioning.ais import ais_log_evidence
 from condvae.data import fixed_binarize, load_dataset
 from condvae.errors import CondVAEError
 from condvae.metrics import exact_query_log_likelihood
@@ -58,6 +62,62 @@ def make_queries(
     rng = np.random.default_rng([seed, int(fraction * 1000)])
     mask = torch.from_numpy(rng.random(tuple(x.shape)) < fraction)
     return x, mask
+
+
+# The AIS reference where no grid applies: log p(y | x_o) = log p(x) - log p(x_o), each by AIS
+# (log p(x) needs the longer walk: every pixel observed makes the posterior narrow). Settings
+# checked by BDMC on items simulated from the model, whose sandwich widths the tables report.
+REFERENCE = {
+    "full": {"temperatures": 3000, "particles": 32},
+    "evidence": {"temperatures": 1000, "particles": 64},
+}
+CACHE = Path("runs/reference")
+
+
+def _cached(key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A reference tensor computed once per key and kept under runs/reference/ (not committed)."""
+    path = CACHE / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path)
+    value = compute()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save(value, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return value
+
+
+def ais_reference(
+    vae: VAE, name: str, x: torch.Tensor, mask: torch.Tensor, fraction: float, seed: int
+) -> torch.Tensor:
+    """log p(y_true | x_o) per query by two AIS runs (see REFERENCE), cached."""
+    n, full, part = x.shape[0], REFERENCE["full"], REFERENCE["evidence"]
+    stem = f"{Path(name).name}-{n}-s{seed}"
+    log_px = _cached(
+        f"{stem}-full-T{full['temperatures']}-K{full['particles']}",
+        lambda: torch.cat([ais_log_evidence(vae, x[i : i + 10], None, **full) for i in range(0, n, 10)]),
+    )
+    log_po = _cached(
+        f"{stem}-f{int(1000 * fraction)}-T{part['temperatures']}-K{part['particles']}",
+        lambda: ais_log_evidence(vae, x, mask, **part),
+    )
+    return log_px - log_po
+
+
+def bdmc_widths(vae: VAE, name: str, n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sandwich widths [n] of the two AIS runs of ``ais_reference``, on n items simulated from
+    the model with the same kind of mask: for log p(x_o) and for log p(x). Cached."""
+    x, z = simulate(vae, n, seed=seed)
+    rng = np.random.default_rng([seed, int(fraction * 1000), 1])
+    mask = torch.from_numpy(rng.random(tuple(x.shape)) < fraction)
+    full, part = REFERENCE["full"], REFERENCE["evidence"]
+    stem = f"{Path(name).name}-bdmc-{n}-s{seed}"
+
+    def width(m: torch.Tensor | None, options: dict) -> torch.Tensor:
+        return sandwich(vae, x, m, z, chains=4, **options).width
+
+    evidence = _cached(f"{stem}-f{int(1000 * fraction)}-T{part['temperatures']}", lambda: width(mask, part))
+    whole = _cached(f"{stem}-full-T{full['temperatures']}", lambda: width(None, full))
+    return evidence, whole
 
 
 def query_ll(vae: VAE, x: torch.Tensor, mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

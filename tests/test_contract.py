@@ -34,6 +34,8 @@ FAST: dict[str, dict[str, Any]] = {
     "grid": {"size": 32},
     "ipa": {},
     "semi": {"steps": 5},
+    "ipa-sir": {"particles": 200},
+    "auto": {},
 }
 B = 5
 
@@ -60,7 +62,7 @@ def _encoder(latent_dim: int) -> torch.nn.Module:
 def _setup(method: str) -> tuple[LinearGaussianVAE, torch.Tensor, torch.Tensor, dict[str, Any]]:
     latent_dim = 2 if method == "grid" else 3
     options = dict(FAST[method])
-    if method in ("ipa", "semi"):
+    if method in ("ipa", "semi", "ipa-sir", "auto"):
         options["encoder"] = _encoder(latent_dim)
     return (*_model(latent_dim), options)
 

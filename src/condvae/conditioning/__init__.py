@@ -30,7 +30,7 @@ def condition(
     vae: VAE,
     x: torch.Tensor,
     mask: torch.Tensor,
-    method: str = "gvi",
+    method: str = "auto",
     seed: int = 0,
     **options: Any,
 ) -> Posterior:

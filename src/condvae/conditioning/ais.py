@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 
 from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
 from condvae.conditioning.hmc import MAX_ENERGY_ERROR, Potential, leapfrog
 from condvae.conditioning.registry import register
+from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
+from condvae.models import VAE
 
 _GRID = 1 / 32  # log step sizes are rounded to this grid (see DualAveraging: batch independence)
 
@@ -266,3 +269,15 @@ class AIS(Posterior):
             z, u = torch.where(accept[..., None], z1, z), torch.where(accept, u1, u)
             grad = torch.where(accept[..., None], g1, grad)
         return z
+
+
+def ais_log_evidence(
+    vae: VAE, x: torch.Tensor, mask: torch.Tensor | None = None, seed: int = 0, **options: Any
+) -> torch.Tensor:
+    """log p(x_o) per item by ``ais`` with ``options``; ``mask=None`` observes everything, so
+    that log p(y | x_o) = log p(x) - log p(x_o) comes from two runs of the same sampler."""
+    if mask is None:
+        mask = torch.ones_like(x, dtype=torch.bool)
+    query = Query(vae, x, mask, seed, complete=True)
+    with frozen(vae), torch.enable_grad():
+        return AIS.fit(query, **options).log_evidence()

@@ -73,9 +73,13 @@ class Query:
         x: items ``[B, *data_shape]`` (or one item); values where ``mask`` is False are ignored.
         mask: bool, the shape of ``x`` (or of one item, shared), True = observed (the evidence).
         seed: with each query's evidence and mask, the key of its random streams.
+        complete: allow masks that observe every dimension (log p(x) of whole items, as
+            references need); ``condition`` never does, since nothing is left to complete.
     """
 
-    def __init__(self, vae: VAE, x: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> None:
+    def __init__(
+        self, vae: VAE, x: torch.Tensor, mask: torch.Tensor, seed: int = 0, *, complete: bool = False
+    ) -> None:
         check_vae(vae)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise CondVAEError(f"seed: expected an integer, got {seed!r}")
@@ -104,7 +108,7 @@ class Query:
         x, mask = x.to(device=device, dtype=torch.float32), mask.to(device)
         observed = mask.flatten(1).sum(1)
         full = (observed == mask[0].numel()).nonzero().flatten()
-        if len(full):
+        if len(full) and not complete:
             raise CondVAEError(
                 f"mask: query {int(full[0])} observes every dimension; there is nothing to complete"
             )

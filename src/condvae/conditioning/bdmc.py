@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import cast
 
 import torch
 
 from condvae.conditioning.ais import AIS, anneal, sigmoid_schedule
-from condvae.conditioning.base import reparameterize
+from condvae.conditioning.base import Query, reparameterize
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
 from condvae.models import VAE
@@ -57,7 +58,7 @@ def simulate(vae: VAE, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
 def sandwich(
     vae: VAE,
     x: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     z: torch.Tensor,
     *,
     seed: int = 0,
@@ -73,30 +74,19 @@ def sandwich(
 
     The reverse walk runs ``chains`` copies of each z (with different momenta) and never
     resamples; ``upper`` is -log mean_k w_k^rev over them. The forward walk is an ``ais`` fit
-    with the other options. Both bounds are stochastic: they hold in expectation.
+    with the other options. Both bounds are stochastic: they hold in expectation. ``mask=None``
+    observes everything and brackets log p(x).
     """
-    from condvae.conditioning import condition
-
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[-1] != vae.latent_dim:
         raise CondVAEError(f"z: expected exact posterior draws [B, {vae.latent_dim}], got {_shape(z)}")
     if not isinstance(chains, int) or isinstance(chains, bool) or chains < 1:
         raise CondVAEError(f"chains: expected a positive integer, got {chains!r}")
-    forward = condition(
-        vae,
-        x,
-        mask,
-        method="ais",
-        seed=seed,
-        particles=particles,
-        temperatures=temperatures,
-        leapfrog=leapfrog,
-        step_size=step_size,
-        target_accept=target_accept,
-    )
-    assert isinstance(forward, AIS)
-    query = forward.query
+    query = Query(vae, x, torch.ones_like(x, dtype=torch.bool) if mask is None else mask, seed, complete=True)
     if z.shape[0] != query.batch:
         raise CondVAEError(f"z: expected one exact draw per query ({query.batch}), got {z.shape[0]}")
+    options = {"leapfrog": leapfrog, "step_size": step_size, "target_accept": target_accept}
+    with frozen(vae), torch.enable_grad():
+        forward = cast(AIS, AIS.fit(query, particles=particles, temperatures=temperatures, **options))
     start = z.to(query.x.device, torch.float32)[None].expand(chains, -1, -1).contiguous()
     with frozen(vae), torch.no_grad():
         walk = anneal(

@@ -124,7 +124,7 @@ class Importance(Posterior):
             d.note = "; ".join(filter(None, [d.note, flagged]))
             # stacklevel 4: run <- Posterior.fit <- condition <- the caller's line.
             warnings.warn(
-                f"importance: effective sample size below {self.min_ess:g} of {self.particles} particles "
+                f"{self.name}: effective sample size below {self.min_ess:g} of {self.particles} particles "
                 f"for quer{'y' if len(low) == 1 else 'ies'} {named}{more}: their samples and log_evidence "
                 "rest on a few particles and may be far off; raise particles, pass a fitted proposal "
                 "(proposal=condition(vae, x, mask, method='gvi')) or use another method (hmc, gvi, planar)",

@@ -1,6 +1,6 @@
 """Amortized conditioning: the IPA partial encoder r(z | x_o, m), its training and its store kind."""
 
-from condvae.partial import ipa, semi  # noqa: F401  (registers the amortized methods)
+from condvae.partial import auto, ipa, semi, sir  # noqa: F401  (registers the amortized methods)
 from condvae.partial.encoder import (
     FlatPartialEncoder,
     PartialEncoder,
