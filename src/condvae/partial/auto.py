@@ -173,7 +173,8 @@ class Auto(Posterior):
             if len(low) and (self.budget is None or cost <= self.budget):
                 self.parts = [(low, self._fit(ESCALATE[0], ESCALATE[1], low))]
                 d.escalated = low.tolist()
-                d.reason += f"; {len(low)} quer{'y' if len(low) == 1 else 'ies'} with low effective sample size refitted by ais"
+                queries = f"{len(low)} quer{'y' if len(low) == 1 else 'ies'}"
+                d.reason += f"; {queries} with a low effective sample size refitted by ais"
         d.decoder_evaluations_per_query = self.main.diagnostics.decoder_evaluations_per_query
 
     @torch.no_grad()
