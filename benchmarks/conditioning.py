@@ -23,6 +23,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,8 +35,7 @@ from condvae import condition, load
 from condvae.conditioning import sandwich, simulate
 from condvae.conditioning.ais import ais_log_evidence
 from condvae.data import fixed_binarize, load_dataset
-from condvae.errors import CondVAEError
-from condvae.metrics import exact_query_log_likelihood
+from condvae.errors import ConditioningWarning, CondVAEError
 from condvae.models import VAE
 
 Z2_METHODS = [
@@ -72,6 +72,7 @@ REFERENCE = {
     "evidence": {"temperatures": 1000, "particles": 64},
 }
 CACHE = Path("runs/reference")
+BDMC_ITEMS = 20
 
 
 def _cached(key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -88,8 +89,8 @@ def _cached(key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
 
 def ais_reference(
     vae: VAE, name: str, x: torch.Tensor, mask: torch.Tensor, fraction: float, seed: int
-) -> torch.Tensor:
-    """log p(y_true | x_o) per query by two AIS runs (see REFERENCE), cached."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(y_true | x_o) and log p(x_o) per query by two AIS runs (see REFERENCE), cached."""
     n, full, part = x.shape[0], REFERENCE["full"], REFERENCE["evidence"]
     stem = f"{Path(name).name}-{n}-s{seed}"
     log_px = _cached(
@@ -100,7 +101,7 @@ def ais_reference(
         f"{stem}-f{int(1000 * fraction)}-T{part['temperatures']}-K{part['particles']}",
         lambda: ais_log_evidence(vae, x, mask, **part),
     )
-    return log_px - log_po
+    return log_px - log_po, log_po
 
 
 def bdmc_widths(vae: VAE, name: str, n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,22 +135,29 @@ def summarise(
     exact: torch.Tensor,
     seconds: float,
     n: int,
+    log_evidence: torch.Tensor | None = None,
 ) -> dict:
     gap = (exact - qll_gap).tolist()
     return {
         "method": name,
         "c_elbo": None if c_elbo is None else statistics.median(c_elbo.tolist()),
+        "evidence_gap": None
+        if c_elbo is None or log_evidence is None
+        else float((log_evidence - c_elbo).mean()),
         "qll": statistics.median(qll.tolist()),
+        "gap_median": statistics.median(gap),
         "gap_mean": statistics.fmean(gap),
         "gap_p90": float(np.percentile(gap, 90)),
+        "gap_max": max(gap),
         "ms_per_query": 1000 * seconds / n,
         "per_query_c_elbo": c_elbo,
     }
 
 
-def run_ours(
-    vae: VAE, x: torch.Tensor, mask: torch.Tensor, method: str, exact: torch.Tensor, quick: bool
-) -> dict:
+def parse_spec(spec: str, quick: bool) -> tuple[str, dict]:
+    """``gvi`` or ``gvi:iw=16:samples=16`` -> the method and its options (the defaults below
+    for the fits, unless the spec sets them)."""
+    method, *pairs = spec.split(":")
     options: dict = {}
     if method in ("gvi", "planar", "spline", "fcn", "meanfield", "mixture"):
         options = {"steps": 100 if quick else 500}
@@ -157,24 +165,45 @@ def run_ours(
         options = {"warmup": 100, "draws": 50} if quick else {"warmup": 500, "draws": 250}
     if method == "rejection":
         options = {"budget": 2_000_000}
+    for pair in pairs:
+        key, value = pair.split("=")
+        options[key] = float(value) if "." in value else int(value) if value.lstrip("-").isdigit() else value
+    return method, options
+
+
+def run_ours(
+    vae: VAE,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    spec: str,
+    exact: torch.Tensor,
+    quick: bool,
+    log_evidence: torch.Tensor | None = None,
+) -> dict:
+    method, options = parse_spec(spec, quick)
     started = time.perf_counter()
     try:
-        post = condition(vae, x, mask, method=method, **options)
-        z = post.sample(GAP_SAMPLES)  # rejection does its work here: count it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConditioningWarning)
+            post = condition(vae, x, mask, method=method, **options)
+            z = post.sample(GAP_SAMPLES)  # rejection does its work here: count it
     except CondVAEError as exc:
-        print(f"  {method}: {exc}")
-        return {"method": method, "failed": str(exc).split(";")[0]}
+        print(f"  {spec}: {exc}")
+        return {"method": spec, "failed": str(exc).split(";")[0]}
     seconds = time.perf_counter() - started
+    if method == "auto":
+        print(f"  auto: {post.diagnostics.reason}")
     with torch.no_grad():
         c_elbo = post.c_elbo(500) if post.has_density else None
         return summarise(
-            method,
+            spec,
             c_elbo,
             query_ll(vae, x, mask, z[:500]),
             query_ll(vae, x, mask, z),
             exact,
             seconds,
             x.shape[0],
+            log_evidence,
         )
 
 
@@ -273,6 +302,49 @@ def time_fits(
         sys.stdout.flush()
 
 
+def profile(vae: VAE, x: torch.Tensor, mask: torch.Tensor, steps: int = 100, samples: int = 16) -> None:
+    """Where a gvi fit's time goes: the decoder's fast path (forward and backward, as in one
+    step) against the whole step, and the fast path's GFLOP/s against a plain matmul of the
+    last layer's total size on the same machine (the floor a per-query gather cannot beat)."""
+    b = x.shape[0]
+    post = condition(vae, x, mask, method="gvi", steps=steps, samples=samples)
+    per_step = post.diagnostics.seconds / steps
+    query = post.query
+    z = torch.randn(samples, b, vae.latent_dim, requires_grad=True)
+    rows = query.prepared
+
+    def decoder_step() -> None:
+        with torch.enable_grad():
+            (-vae.log_likelihood(query.x, z, query.mask, rows).sum()).backward()
+
+    def timed(fn: Callable[[], object], repeats: int = 20) -> float:
+        fn()
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    decoder = timed(decoder_step)
+    layers = [m for m in vae.decoder if hasattr(m, "weight")]
+    width, observed = layers[-1].in_features, rows.index.shape[1] * vae.likelihood.params_per_dim
+    flops_last = 2.0 * samples * b * width * observed
+    flops_rest = sum(2.0 * samples * b * m.in_features * m.out_features for m in layers[:-1])
+    flops = 3 * flops_last + 2 * flops_rest  # backward: inputs' gradients of every layer but the first
+    a, w = torch.randn(samples * b, width), torch.randn(width, observed)
+    plain = timed(lambda: a @ w)
+    print(f"\n{b} queries, {samples} draws, {observed} observed outputs per query (padded), {steps}-step gvi")
+    print("| quantity | value |\n| --- | --- |")
+    print(f"| fit time per step | {1000 * per_step:.2f} ms |")
+    share = f"{100 * decoder / per_step:.0f} % of a step"
+    print(f"| decoder fast path, forward + backward | {1000 * decoder:.2f} ms ({share}) |")
+    print(f"| outside the decoder | {100 * (1 - decoder / per_step):.0f} % of a step |")
+    print(f"| fast path achieved | {flops / decoder / 1e9:.1f} GFLOP/s |")
+    shape = f"[{samples * b} x {width}] @ [{width} x {observed}]"
+    print(f"| plain matmul {shape} | {flops_last / plain / 1e9:.1f} GFLOP/s |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=50)
@@ -283,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-queries", type=int, default=5, help="queries the (slow) peers fit")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--timing", action="store_true", help="only time the fits (no metrics, no peers)")
+    parser.add_argument("--profile", action="store_true", help="where a gvi fit's time goes (no metrics)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
@@ -299,13 +372,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         for fraction in [float(f) for f in args.fractions.split(",")]:
             x, mask = make_queries(args.queries, fraction, args.seed, args.data_dir)
+            if args.profile:
+                profile(vae, x, mask)
+                continue
             if args.timing:
                 time_fits(vae, x, mask, methods, model_name, fraction)
                 continue
             started = time.perf_counter()
-            exact = exact_query_log_likelihood(vae, x, mask)
+            if vae.latent_dim == 2:
+                grid = condition(vae, x, mask, method="grid")
+                exact, log_evidence = grid.exact_query_log_likelihood(x), grid.log_evidence()
+                reference = "exact grid"
+            else:
+                exact, log_evidence = ais_reference(vae, model_name, x, mask, fraction, args.seed)
+                lower, whole = bdmc_widths(vae, model_name, BDMC_ITEMS, fraction, args.seed)
+                reference = (
+                    f"AIS, {REFERENCE}; BDMC sandwich width on {BDMC_ITEMS} items simulated from the "
+                    f"model: log p(x_o) mean {lower.mean():.3f} (p90 {lower.quantile(0.9):.3f}), "
+                    f"log p(x) mean {whole.mean():.3f} (p90 {whole.quantile(0.9):.3f})"
+                )
             exact_s = time.perf_counter() - started
-            rows = [run_ours(vae, x, mask, m, exact, args.quick) for m in methods]
+            rows = [run_ours(vae, x, mask, m, exact, args.quick, log_evidence) for m in methods]
             if not args.no_peers:
                 k = args.peer_queries
                 steps = 100 if args.quick else 500
@@ -328,20 +415,23 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(peer)
             print(
                 f"\n### {model_name}, {int(100 * fraction)}% of pixels observed "
-                f"(exact reference: {exact_s:.1f} s)\n"
+                f"(reference: {reference}; {exact_s:.1f} s)\n"
             )
             print(
-                "| method | median C-ELBO | median query LL | gap mean | gap p90 | ms / query | peer / ours |"
+                "| method | median C-ELBO | log p(x_o) - C-ELBO (mean) | median query LL | gap median | "
+                "gap mean | gap p90 | gap max | ms / query | peer / ours |"
             )
-            print("| --- | --- | --- | --- | --- | --- | --- |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
             for r in rows:
                 if "failed" in r:
-                    print(f"| {r['method']} | failed: {r['failed']} | | | | | |")
+                    print(f"| {r['method']} | failed: {r['failed']} | | | | | | | | |")
                     continue
                 c = "n/a" if r["c_elbo"] is None else f"{r['c_elbo']:.2f}"
+                e = "n/a" if r.get("evidence_gap") is None else f"{r['evidence_gap']:.2f}"
                 ratio = f"{r['ratio']:.0f}x vs {r['vs']}" if "ratio" in r else ""
                 print(
-                    f"| {r['method']} | {c} | {r['qll']:.2f} | {r['gap_mean']:.3f} | {r['gap_p90']:.3f} | "
+                    f"| {r['method']} | {c} | {e} | {r['qll']:.2f} | {r['gap_median']:.3f} | "
+                    f"{r['gap_mean']:.3f} | {r['gap_p90']:.3f} | {r['gap_max']:.2f} | "
                     f"{r['ms_per_query']:.1f} | {ratio} |"
                 )
             sys.stdout.flush()
