@@ -229,7 +229,7 @@ def test_bad_input(oracle) -> None:  # type: ignore[no-untyped-def]
         condition(model, bad, mask)
     unobserved_nan = x.clone()
     unobserved_nan[~mask] = math.nan  # unknown values may be NaN: they are never read
-    assert condition(model, unobserved_nan, mask, steps=5).sample(2).isfinite().all()
+    assert condition(model, unobserved_nan, mask, method="gvi", steps=5).sample(2).isfinite().all()
     with pytest.raises(CondVAEError, match="method: unknown 'vi'"):
         condition(model, x, mask, method="vi")
     with pytest.raises(CondVAEError, match=r"options: \['layers'\] not known to method 'gvi'"):
@@ -247,7 +247,7 @@ def test_bad_input(oracle) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CondVAEError, match="x: bernoulli likelihood expects binary values"):
         condition(binary, torch.full((1, 4), 0.5), torch.tensor([[True, False, True, False]]))
     with pytest.raises(CondVAEError, match="steps: expected a positive integer"):
-        condition(model, x, mask, steps=0)
+        condition(model, x, mask, method="gvi", steps=0)
 
 
 def test_observing_nothing_gives_the_prior(oracle) -> None:  # type: ignore[no-untyped-def]

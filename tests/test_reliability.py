@@ -272,10 +272,14 @@ API_CASES: list[tuple[str, Callable[..., object], type[CondVAEError]]] = [
         ),
         CondVAEError,
     ),
-    ("sample(10**9)", lambda v, x, m: condvae.condition(v, x, m, steps=2).sample(10**9), MemoryLimitError),
+    (
+        "sample(10**9)",
+        lambda v, x, m: condvae.condition(v, x, m, method="gvi", steps=2).sample(10**9),
+        MemoryLimitError,
+    ),
     (
         "complete(10**6)",
-        lambda v, x, m: condvae.condition(v, x, m, steps=2).complete(10**6),
+        lambda v, x, m: condvae.condition(v, x, m, method="gvi", steps=2).complete(10**6),
         MemoryLimitError,
     ),
     (
@@ -283,7 +287,11 @@ API_CASES: list[tuple[str, Callable[..., object], type[CondVAEError]]] = [
         lambda v, x, m: condvae.condition(v, x, m, method="importance", particles=10**7),
         MemoryLimitError,
     ),
-    ("gvi samples=10**7", lambda v, x, m: condvae.condition(v, x, m, samples=10**7), MemoryLimitError),
+    (
+        "gvi samples=10**7",
+        lambda v, x, m: condvae.condition(v, x, m, method="gvi", samples=10**7),
+        MemoryLimitError,
+    ),
     (
         "grid size=10**5",
         lambda v, x, m: condvae.condition(v, x, m, method="grid", size=10**5),
@@ -317,7 +325,7 @@ def test_metrics_over_many_draws_run_in_bounded_memory(
 ) -> None:
     """c_elbo and query_log_likelihood split large draw counts into blocks instead of refusing."""
     x, m = batch
-    post = condvae.condition(vae, x, m, steps=20)
+    post = condvae.condition(vae, x, m, method="gvi", steps=20)
     set_memory_limit("20MB")  # blocks of ~1500 draws for 4 queries of 784 pixels
     assert len(post._chunks(5000)) > 1
     assert (
