@@ -13,6 +13,8 @@ from torch.distributions import Distribution
 
 from condvae import MLPVAE, LinearGaussianVAE, wrap
 from condvae.conditioning import METHODS, condition
+from condvae.conditioning.base import Query
+from condvae.conditioning.mixture import tempered_starts
 from condvae.conditioning.variational import CrossCoder
 from condvae.errors import ConditioningWarning, CondVAEError
 from condvae.metrics import exact_query_log_likelihood, mmd
@@ -161,28 +163,51 @@ def test_planar_layers_stay_invertible(oracle) -> None:  # type: ignore[no-untyp
     assert torch.isfinite(log_q).all()
 
 
-def test_mixture_finds_both_modes() -> None:
+class Folded(torch.nn.Module):
     """A decoder symmetric in z_1 (it sees |z_1|): p(z | x_o) has two mirror-image modes."""
+
+    def __init__(self, at: float = 1.5) -> None:
+        super().__init__()
+        self.linear, self.at = torch.nn.Linear(2, 10), at
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return 4 * self.linear(torch.stack([z[..., 0].abs() - self.at, z[..., 1]], -1))
+
+
+def _folded(at: float) -> tuple:  # type: ignore[type-arg]
     torch.manual_seed(0)
-
-    class Folded(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear = torch.nn.Linear(2, 10)
-
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
-            return 4 * self.linear(torch.stack([z[..., 0].abs() - 1.5, z[..., 1]], -1))
-
-    vae = wrap(Folded(), latent_dim=2, data_shape=(10,))
+    vae = wrap(Folded(at), latent_dim=2, data_shape=(10,))
     with torch.no_grad():
-        x = vae.decode(torch.tensor([[1.5, 0.0]])).sample()
-    mask = torch.tensor([[True] * 8 + [False] * 2])
+        x = vae.decode(torch.tensor([[at, 0.0]])).sample()
+    return vae, x, torch.tensor([[True] * 8 + [False] * 2])
+
+
+def test_mixture_finds_both_modes() -> None:
+    vae, x, mask = _folded(1.5)
     z = condition(vae, x, mask, method="mixture", steps=600).sample(2000)[:, 0]
     right = float((z[:, 0] > 0).float().mean())
     assert 0.3 < right < 0.7, right  # mass on both sides, as the exact posterior has
     grid = condition(vae, x, mask, method="grid").sample(2000)[:, 0]
     middle = float((z[:, 0].abs() < 0.75).float().mean())
     assert middle < float((grid[:, 0].abs() < 0.75).float().mean()) + 0.05  # two modes, not one blur
+
+
+def test_mixture_starts_in_every_mode() -> None:
+    """Modes at z_1 = +-2.5, where few prior draws land: the tempered starts sit in both,
+    distinct from each other, and more likely than prior draws on average."""
+    vae, x, mask = _folded(2.5)
+    query = Query(vae, x, mask)
+    starts = tempered_starts(query, 8)
+    prior = query.stream("test/prior").normal(1000, 2)
+    assert (starts[:, 0, 0] > 1.5).any() and (starts[:, 0, 0] < -1.5).any(), starts[:, 0]
+    assert len(torch.unique(starts[:, 0], dim=0)) >= 6
+    with torch.no_grad():
+        gain = query.log_joint(starts).mean() - query.log_joint(prior).mean()
+    assert float(gain) > 1.5, float(gain)
+    fitted = condition(vae, x, mask, method="mixture", steps=300, init="tempered").sample(2000)[:, 0]
+    assert 0.3 < float((fitted[:, 0] > 0).float().mean()) < 0.7
+    with pytest.raises(CondVAEError, match="init: expected one of prior, tempered"):
+        condition(vae, x, mask, method="mixture", init="kmeans")
 
 
 def test_mmd_separates_and_matches() -> None:

@@ -13,6 +13,38 @@ from condvae.conditioning.transforms import Affine, TrilAffineTransform
 from condvae.conditioning.variational import CrossCoder
 from condvae.errors import CondVAEError
 
+INITS = ("prior", "tempered")
+
+
+@torch.no_grad()
+def tempered_starts(query: Query, k: int, per_start: int = 32, spread: int = 2) -> torch.Tensor:
+    """K points per query ``[K, B, d]``: ``per_start`` K prior draws resampled systematically
+    with weights p(x_o | z)^beta, beta in [0, 1] the largest keeping an ESS of at least
+    ``spread`` K."""
+    m = per_start * k
+    z = query.stream("mixture/init").normal(m, query.latent_dim)  # [M, B, d]
+    chunk = max(1, 65536 // query.batch)  # draws per decoder call, as for any method's sampling
+    log_lik = torch.cat([query.log_joint(c) - query.vae.prior.log_prob(c) for c in z.split(chunk)])
+    # A query whose draws all have zero likelihood keeps uniform weights (its starts: prior draws).
+    log_lik = torch.nan_to_num(log_lik.double(), nan=-math.inf).clamp_min(torch.finfo(torch.float64).min / 2)
+
+    def ess(beta: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(beta * log_lik, 0)
+        return 1 / (w**2).sum(0)
+
+    lo, hi = torch.zeros_like(log_lik[0]), torch.ones_like(log_lik[0])
+    for _ in range(30):  # bisection per query, all queries at once
+        mid = (lo + hi) / 2
+        enough = ess(mid) >= spread * k
+        lo, hi = torch.where(enough, mid, lo), torch.where(enough, hi, mid)
+    beta = torch.where(ess(hi) >= spread * k, hi, lo)
+    w = torch.softmax(beta * log_lik, 0).T.contiguous()  # [B, M]
+    cdf = torch.cumsum(w, -1)
+    u = query.stream("mixture/init-resample").uniform(1).double().T  # [B, 1]
+    positions = ((torch.arange(k, device=w.device, dtype=torch.float64) + u) / k).contiguous()
+    pick = torch.searchsorted(cdf, positions).clamp_max(m - 1).T  # [K, B]
+    return torch.gather(z, 0, pick[..., None].expand(-1, -1, z.shape[-1]))
+
 
 @register("mixture")
 class Mixture(CrossCoder):
@@ -23,8 +55,18 @@ class Mixture(CrossCoder):
     each component reparameterised separately and weighted by its softmax weight pi_k: unbiased,
     with gradients for the components and the weights. With sparse evidence p(z | x_o) is often
     multimodal; a single Gaussian or a short flow then drops modes, and a dropped mode that holds
-    the truth costs many nats of query likelihood. The components start at K prior draws with
-    half the prior's scale, so they begin spread over the region the posterior can occupy.
+    the truth costs many nats of query likelihood. The components start with half the prior's
+    scale at K prior draws (``init="prior"``), spread over the region the posterior can occupy;
+    ``init="tempered"`` instead draws 32 K points from the prior and resamples K of them with
+    weights p(x_o | z)^beta, beta <= 1 per query the largest whose weights keep an effective
+    sample size of 2 K (the adaptive tempering of sequential Monte Carlo: Jasra, Stephens,
+    Doucet & Tsagaris, "Inference for Levy-driven stochastic volatility models via adaptive
+    sequential Monte Carlo", 2011), so the starts sit where the likelihood is high yet stay
+    distinct: for a posterior far from the prior. On a 2-d MNIST model (40 digits, exact grid)
+    tempered starts lowered the 90th percentile of the gap to the exact query likelihood (0.22
+    against 0.50 nats at 5 % evidence) but put every start in the dominant mode of one query
+    at each evidence level (gap 7.4 and 6.1 nats), so the mean gap was higher; prior starts
+    are the default.
 
     Arguments:
         steps: Adam steps; lr: Adam's learning rate.
@@ -32,6 +74,7 @@ class Mixture(CrossCoder):
         components: K, the number of Gaussians.
         iw: inner draws per component of the stratified importance-weighted C-ELBO it
             maximises (1: the stratified C-ELBO above).
+        init: where the components start, ``"tempered"`` or ``"prior"`` (above).
 
     References:
         Morningstar, Vikram, Ham, Gallagher & Dillon, "Automatic Differentiation Variational
@@ -47,12 +90,22 @@ class Mixture(CrossCoder):
         lr: float = 0.05,
         iw: int = 1,
         components: int = 8,
+        init: str = "prior",
     ) -> None:
         super().__init__(query, steps=steps, samples=samples, lr=lr, iw=iw)
         if not isinstance(components, int) or components < 1:
             raise CondVAEError(f"components: expected a positive integer, got {components!r}")
+        if init not in INITS:
+            raise CondVAEError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
         b, d, device = query.batch, query.latent_dim, query.vae.device
-        start = query.stream("mixture/init").normal(components, d).transpose(0, 1)  # [B, K, d]
+        start = (
+            tempered_starts(query, components)
+            if init == "tempered"
+            else query.stream("mixture/init").normal(components, d)
+        )
+        start = start.transpose(0, 1)  # [B, K, d]
+        if init == "tempered":
+            self.diagnostics.decoder_evaluations_per_query += 32 * components
         self.gaussians = Affine(start, 0.5 * torch.eye(d, device=device).expand(b, components, d, d))
         self.logits = nn.Parameter(torch.zeros(b, components, device=device))
 
