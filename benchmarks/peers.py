@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {peer} | {i} | {targets[i]:.2f} | {c_elbo:.2f} | {steps} | "
                 f"{1000 * seconds:.0f} | {at_least}{ratio:.2g}x | {1000 * compile_s:.0f} | "
-                f"{at_least}{full:.2g}x |" + ("" if reached else " (not reached)")
+                f"{at_least}{full:.2g}x{'' if reached else ' (not reached)'} |"
             )
             sys.stdout.flush()
     for peer, values in ratios.items():
