@@ -9,6 +9,7 @@ from condvae import LinearGaussianVAE, condition, load
 from condvae.conditioning import sandwich, simulate
 from condvae.conditioning.ais import sigmoid_schedule
 from condvae.errors import CondVAEError
+from condvae.metrics import reference_query_log_likelihood
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,16 @@ def test_bad_options_are_refused_in_one_line(oracle) -> None:  # type: ignore[no
         sandwich(model, x, mask, z[:, :2])
     with pytest.raises(CondVAEError, match="z: expected one exact draw per query"):
         sandwich(model, x, mask, z[:3], temperatures=2, particles=2)
+
+
+def test_the_ais_reference_matches_the_closed_form(oracle) -> None:  # type: ignore[no-untyped-def]
+    """The metric's AIS reference of log p(y | x_o), asked for explicitly, against the closed
+    form the default reference returns for this model."""
+    model, x, mask, _ = oracle
+    ais = reference_query_log_likelihood(model, x[:6], mask[:6], method="ais")
+    exact = reference_query_log_likelihood(model, x[:6], mask[:6])
+    assert (ais.method, exact.method) == ("ais", "closed form")
+    error = ais.value - exact.value  # two estimates of 32 and 64 particles: a few hundredths each
+    assert float(error.abs().max()) < 0.25 and abs(float(error.mean())) < 0.1, error
+    with pytest.raises(CondVAEError, match="method: expected 'auto' or 'ais'"):
+        reference_query_log_likelihood(model, x, mask, method="nuts")

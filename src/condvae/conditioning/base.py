@@ -284,8 +284,23 @@ class Posterior(abc.ABC):
         return total / n
 
     @torch.no_grad()
-    def query_log_likelihood(self, x_true: torch.Tensor, n: int = 500) -> torch.Tensor:
-        """log (1/n) sum_m p(y_true | z_m), z_m ~ q: the query marginal likelihood, ``[B]``."""
+    def query_log_likelihood(
+        self, x_true: torch.Tensor, n: int = 500, proposal: Distribution | None = None
+    ) -> torch.Tensor:
+        """log (1/n) sum_m p(y_true | z_m), z_m ~ q: the query marginal likelihood, ``[B]``.
+
+        Its expectation lies below log ∫ p(y_true | z) q(z) dz by Jensen's inequality, and by
+        far when p(y_true | z) is much narrower than q (sparse evidence, many latent dimensions):
+        plain draws from q then rarely land where y_true is likely. ``proposal`` (a distribution
+        over z with batch shape [B], for example the encoder on the whole item) estimates the same
+        integral by multiple importance sampling, half the draws from q and half from the
+        proposal, each weighted by q(z) / (½ q(z) + ½ r(z)) (the balance heuristic of
+        Veach & Guibas, "Optimally combining sampling techniques for Monte Carlo rendering",
+        1995; with q in the mixture, a defensive one: Hesterberg, "Weighted average importance
+        sampling and defensive mixture distributions", 1995): unbiased for the integral, never
+        worse than twice the plain estimator's variance, and far less biased in log space when
+        the proposal sits where y_true is likely. Methods that can score arbitrary z only.
+        """
         _check_n(n)
         q = self.query
         if not isinstance(x_true, torch.Tensor):
@@ -299,8 +314,44 @@ class Posterior(abc.ABC):
         x_true = x_true.to(q.x.device, torch.float32)
         y_mask = ~q.mask
         q.vae.likelihood.check_support(x_true[y_mask], "x_true")
-        ll = torch.cat([q.vae.log_likelihood(x_true, self.sample(k), y_mask) for k in self._chunks(n)])
-        return torch.logsumexp(ll, 0) - math.log(n)
+        if proposal is None:
+            ll = torch.cat([q.vae.log_likelihood(x_true, self.sample(k), y_mask) for k in self._chunks(n)])
+            return torch.logsumexp(ll, 0) - math.log(n)
+        self._check_proposal(proposal, n)
+        own = n - n // 2
+        log_share = (math.log(own / n), math.log(1 - own / n))
+
+        def weighted(z: torch.Tensor) -> torch.Tensor:
+            try:
+                log_q = self.log_prob(z)
+            except CondVAEError as exc:
+                raise CondVAEError(f"proposal: needs a method that scores arbitrary z; {exc}") from None
+            log_mix = torch.logaddexp(log_q + log_share[0], proposal.log_prob(z) + log_share[1])
+            return q.vae.log_likelihood(x_true, z, y_mask) + log_q - log_mix
+
+        parts = [weighted(self.sample(k)) for k in self._chunks(own)]
+        parts += [weighted(self._proposal_draws(proposal, k)) for k in self._chunks(n - own)]
+        return torch.logsumexp(torch.cat(parts), 0) - math.log(n)
+
+    def _check_proposal(self, proposal: object, n: int) -> None:
+        q = self.query
+        if not isinstance(proposal, Distribution):
+            raise CondVAEError(f"proposal: expected a torch Distribution, got {type(proposal).__name__}")
+        shape = tuple(proposal.batch_shape + proposal.event_shape)
+        if shape != (q.batch, q.latent_dim):
+            raise CondVAEError(
+                f"proposal: expected batch shape [{q.batch}] and event shape [{q.latent_dim}], "
+                f"got {list(proposal.batch_shape)} and {list(proposal.event_shape)}"
+            )
+        if n < 2:
+            raise CondVAEError(f"n: expected at least 2 draws with a proposal (half from each), got {n}")
+
+    def _proposal_draws(self, proposal: Distribution, n: int) -> torch.Tensor:
+        eps = self.query.stream("qll/proposal").normal(n, self.query.latent_dim, self.draw_index())
+        try:
+            return reparameterize(proposal, eps)
+        except TypeError:
+            return proposal.sample((n,))
 
 
 def check_option_types(cls: type[Posterior], options: dict[str, Any]) -> None:
