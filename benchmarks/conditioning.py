@@ -199,9 +199,15 @@ def run_ours(
         c_elbo = post.c_elbo(500) if post.has_density else None
         qll_gap, estimator = query_ll(vae, x, mask, z), "plain"
         if vae.latent_dim > 2:
-            try:  # the gap's estimator with the encoder on the whole item as proposal
-                qll_gap = post.query_log_likelihood(x, GAP_SAMPLES, proposal=vae.encode(x.to(vae.device)))
-                estimator = "MIS"
+            proposal = vae.encode(x.to(vae.device))  # the gap's second proposal: the whole item's encoder
+            escalated = post.diagnostics.escalated if method == "auto" else []
+            scored = post.main if escalated else post
+            try:
+                mis = scored.query_log_likelihood(x, GAP_SAMPLES, proposal=proposal)
+                keep = torch.ones(x.shape[0], dtype=torch.bool)
+                keep[escalated] = False
+                qll_gap[keep] = mis[keep]
+                estimator = f"MIS, plain on the {len(escalated)} escalated" if escalated else "MIS"
             except CondVAEError:  # a method without a density at arbitrary z: plain draws only
                 pass
         row = summarise(

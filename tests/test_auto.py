@@ -50,6 +50,7 @@ def test_a_larger_latent_gets_gvi_checked_by_weights() -> None:
     z = post.sample(4000)
     std = exact.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
     assert float(((z.mean(0) - exact.mean) / std).abs().max()) < 0.15
+    torch.testing.assert_close(post.log_prob(z[:5]), post.main.log_prob(z[:5]))  # its answer's density
 
 
 def test_low_effective_sample_sizes_go_to_ais_and_get_its_exact_draws() -> None:
@@ -62,6 +63,8 @@ def test_low_effective_sample_sizes_go_to_ais_and_get_its_exact_draws() -> None:
     alone = condition(model, x[i : i + 1], mask[i : i + 1], method="ais", particles=128, temperatures=200)
     torch.testing.assert_close(post.sample(50)[:, i], alone.sample(50)[:, 0])
     torch.testing.assert_close(post.log_evidence()[i : i + 1], alone.log_evidence())
+    with pytest.raises(CondVAEError, match="answered by ais"):
+        post.log_prob(post.sample(2))
 
 
 def test_a_tight_budget_falls_back_and_says_why() -> None:

@@ -184,6 +184,15 @@ class Auto(Posterior):
             z[:, rows] = post.sample(n)
         return z
 
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """The answer's log q(z) where no query was escalated (ais gives draws, no density)."""
+        if self.parts:
+            raise CondVAEError(
+                f"method 'auto' cannot score arbitrary z: queries {self.diagnostics.escalated} "
+                "were answered by ais, which gives draws without a density"
+            )
+        return self.main.log_prob(z)
+
     def log_evidence(self) -> torch.Tensor:
         """The answer's own estimate of log p(x_o) where it has one, else the importance
         estimate from the check's weighted draws; ais's for the escalated queries."""
