@@ -1,4 +1,5 @@
-"""Laplacian pyramid against a plain VAE of about the same size (paper 002's comparison).
+"""Laplacian pyramid against a plain VAE of about the same size (the comparison of Dorta et al.,
+"Laplacian Pyramid of Conditional Variational Autoencoders", 2017).
 
     python benchmarks/pyramid.py                              # both bundled pairs, tables only
     python benchmarks/pyramid.py --figures docs/pyramid       # also the example PNGs
