@@ -87,18 +87,13 @@ def pyro_to_equal(
     return seconds, c_elbo, steps, 0.0
 
 
-def numpyro_to_equal(
-    vae: VAE, x: torch.Tensor, mask: torch.Tensor, target: float, tolerance: float, max_steps: int
-) -> tuple[float, float, int, float]:
-    """As ``pyro_to_equal``, with NumPyro's SVI, jit-compiled: the compilation is timed apart
-    (each query's own set of observed pixels is a new shape, so a new compilation)."""
+def _numpyro_model(vae: VAE, x: torch.Tensor, mask: torch.Tensor):  # type: ignore[no-untyped-def]
+    """The query's model in NumPyro: z ~ N(0, I), the MLP decoder's logits of the observed
+    pixels only (as our fast path), Bernoulli on their values."""
     import jax
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
-    from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.infer.autoguide import AutoMultivariateNormal
-    from numpyro.optim import Adam
 
     layers = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _decoder_layers(vae)]
     observed = np.flatnonzero(mask.flatten().numpy())
@@ -107,12 +102,26 @@ def numpyro_to_equal(
     def model() -> None:
         h = numpyro.sample("z", dist.Normal(jnp.zeros(d), 1.0).to_event(1))
         for i, (w, b) in enumerate(layers):
-            last = i == len(layers) - 1  # only the observed pixels' logits, as our fast path
+            last = i == len(layers) - 1
             h = h @ (w[:, observed] if last else w) + (b[observed] if last else b)
             if not last:
                 h = jax.nn.relu(h)
         numpyro.sample("x", dist.Bernoulli(logits=h).to_event(1), obs=values)
 
+    return model
+
+
+def numpyro_to_equal(
+    vae: VAE, x: torch.Tensor, mask: torch.Tensor, target: float, tolerance: float, max_steps: int
+) -> tuple[float, float, int, float]:
+    """As ``pyro_to_equal``, with NumPyro's SVI, jit-compiled: the compilation is timed apart
+    (each query's own set of observed pixels is a new shape, so a new compilation)."""
+    import jax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoMultivariateNormal
+    from numpyro.optim import Adam
+
+    model = _numpyro_model(vae, x, mask)
     guide = AutoMultivariateNormal(model)
     svi = SVI(model, guide, Adam(0.05), Trace_ELBO(num_particles=16))
     state = svi.init(jax.random.PRNGKey(0))
@@ -143,25 +152,10 @@ def numpyro_nuts(
 ) -> tuple[float, float]:
     """Seconds and the smallest effective sample size of NumPyro NUTS, 4 chains (vectorized)."""
     import jax
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
     from numpyro.diagnostics import effective_sample_size
     from numpyro.infer import MCMC, NUTS
 
-    layers = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _decoder_layers(vae)]
-    observed = np.flatnonzero(mask.flatten().numpy())
-    values, d = jnp.asarray(x.flatten().numpy()[observed]), vae.latent_dim
-
-    def model() -> None:
-        h = numpyro.sample("z", dist.Normal(jnp.zeros(d), 1.0).to_event(1))
-        for i, (w, b) in enumerate(layers):
-            last = i == len(layers) - 1
-            h = h @ (w[:, observed] if last else w) + (b[observed] if last else b)
-            if not last:
-                h = jax.nn.relu(h)
-        numpyro.sample("x", dist.Bernoulli(logits=h).to_event(1), obs=values)
-
+    model = _numpyro_model(vae, x, mask)
     mcmc = MCMC(
         NUTS(model),
         num_warmup=warmup,
