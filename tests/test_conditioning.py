@@ -177,6 +177,10 @@ def test_query_log_likelihood_with_a_proposal_is_the_same_integral() -> None:
     assert float((weighted - closed).abs().max()) < 0.1
     with pytest.raises(CondVAEError, match="proposal: expected batch shape"):
         post.query_log_likelihood(x, 100, proposal=model.encode(x[:2]))
+    with pytest.raises(CondVAEError, match="draws by resampling"):
+        condition(model, x, mask, method="gvi", steps=5, iw=4).query_log_likelihood(
+            x, 100, proposal=model.encode(x)
+        )
     with pytest.raises(CondVAEError, match="proposal: needs a method that scores arbitrary z"):
         condition(model, x, mask, method="hmc", warmup=5, draws=5).query_log_likelihood(
             x, 100, proposal=model.encode(x)

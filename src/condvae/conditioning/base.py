@@ -345,6 +345,11 @@ class Posterior(abc.ABC):
             )
         if n < 2:
             raise CondVAEError(f"n: expected at least 2 draws with a proposal (half from each), got {n}")
+        if getattr(self.diagnostics, "iw", 1) > 1:  # its draws are resampled from K of q, not q's
+            raise CondVAEError(
+                f"proposal: method {self.name!r} with iw={self.diagnostics['iw']} draws by resampling, "
+                "so its draws have no density to weight; use the plain estimate (no proposal)"
+            )
 
     def _proposal_draws(self, proposal: Distribution, n: int) -> torch.Tensor:
         eps = self.query.stream("qll/proposal").normal(n, self.query.latent_dim, self.draw_index())
