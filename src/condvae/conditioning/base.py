@@ -299,7 +299,8 @@ class Posterior(abc.ABC):
         1995; with q in the mixture, a defensive one: Hesterberg, "Weighted average importance
         sampling and defensive mixture distributions", 1995): unbiased for the integral, with a
         second moment at most twice the plain estimator's (the weights are at most 2), and far
-        less biased in log space when the proposal sits where y_true is likely. Methods that can score arbitrary z only.
+        less biased in log space when the proposal sits where y_true is likely. Methods that
+        can score arbitrary z only.
         """
         _check_n(n)
         q = self.query
