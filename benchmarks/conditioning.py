@@ -69,10 +69,6 @@ def make_queries(
     return x, mask
 
 
-# The AIS reference where no grid applies: log p(y | x_o) = log p(x) - log p(x_o), each by AIS
-# with condvae's reference settings, checked by BDMC on items simulated from the model, whose
-# sandwich widths the tables report.
-REFERENCE = AIS_REFERENCE
 CACHE = Path("runs/reference")
 BDMC_ITEMS = 20
 
@@ -92,8 +88,8 @@ def _cached(key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
 def ais_reference(
     vae: VAE, name: str, x: torch.Tensor, mask: torch.Tensor, fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(y_true | x_o) and log p(x_o) per query by two AIS runs (see REFERENCE), cached."""
-    n, full, part = x.shape[0], REFERENCE["full"], REFERENCE["evidence"]
+    """log p(y_true | x_o) and log p(x_o) per query by two AIS runs (AIS_REFERENCE), cached."""
+    n, full, part = x.shape[0], AIS_REFERENCE["full"], AIS_REFERENCE["evidence"]
     stem = f"{Path(name).name}-{n}-s{seed}"
     log_px = _cached(
         f"{stem}-full-T{full['temperatures']}-K{full['particles']}",
@@ -112,7 +108,7 @@ def bdmc_widths(vae: VAE, name: str, n: int, fraction: float, seed: int) -> tupl
     x, z = simulate(vae, n, seed=seed)
     rng = np.random.default_rng([seed, int(fraction * 1000), 1])
     mask = torch.from_numpy(rng.random(tuple(x.shape)) < fraction)
-    full, part = REFERENCE["full"], REFERENCE["evidence"]
+    full, part = AIS_REFERENCE["full"], AIS_REFERENCE["evidence"]
     stem = f"{Path(name).name}-bdmc-{n}-s{seed}"
 
     def width(m: torch.Tensor | None, options: dict) -> torch.Tensor:
@@ -398,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 exact, log_evidence = ais_reference(vae, model_name, x, mask, fraction, args.seed)
                 lower, whole = bdmc_widths(vae, model_name, BDMC_ITEMS, fraction, args.seed)
                 reference = (
-                    f"AIS, {REFERENCE}; BDMC sandwich width on {BDMC_ITEMS} items simulated from the "
+                    f"AIS, {AIS_REFERENCE}; BDMC sandwich width on {BDMC_ITEMS} items simulated from the "
                     f"model: log p(x_o) mean {lower.mean():.3f} (p90 {lower.quantile(0.9):.3f}), "
                     f"log p(x) mean {whole.mean():.3f} (p90 {whole.quantile(0.9):.3f})"
                 )

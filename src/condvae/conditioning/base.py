@@ -323,10 +323,7 @@ class Posterior(abc.ABC):
         log_share = (math.log(own / n), math.log(1 - own / n))
 
         def weighted(z: torch.Tensor) -> torch.Tensor:
-            try:
-                log_q = self.log_prob(z)
-            except CondVAEError as exc:
-                raise CondVAEError(f"proposal: needs a method that scores arbitrary z; {exc}") from None
+            log_q = self.log_prob(z)
             log_mix = torch.logaddexp(log_q + log_share[0], proposal.log_prob(z) + log_share[1])
             return q.vae.log_likelihood(x_true, z, y_mask) + log_q - log_mix
 
@@ -351,6 +348,10 @@ class Posterior(abc.ABC):
                 f"proposal: method {self.name!r} with iw={self.diagnostics['iw']} draws by resampling, "
                 "so its draws have no density to weight; use the plain estimate (no proposal)"
             )
+        try:  # before any draw: z = 0 is in the support of every density a method gives
+            self.log_prob(torch.zeros(1, q.batch, q.latent_dim, device=q.x.device))
+        except CondVAEError as exc:
+            raise CondVAEError(f"proposal: needs a method that scores arbitrary z; {exc}") from None
 
     def _proposal_draws(self, proposal: Distribution, n: int) -> torch.Tensor:
         eps = self.query.stream("qll/proposal").normal(n, self.query.latent_dim, self.draw_index())
