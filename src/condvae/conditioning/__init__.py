@@ -26,6 +26,19 @@ from condvae.errors import CondVAEError
 from condvae.models import VAE
 
 
+def check_method(method: str, options: dict[str, Any]) -> type[Posterior]:
+    """The registered class of ``method``, once its ``options`` are names it takes, of the right
+    types; else a ``CondVAEError`` naming the argument (callers that validate before fitting)."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise CondVAEError(f"method: unknown {method!r}; expected one of {sorted(METHODS)}")
+    cls = METHODS[method]
+    unknown = sorted(set(options) - set(cls.options()))
+    if unknown:
+        raise CondVAEError(f"options: {unknown} not known to method {method!r} (it takes {cls.options()})")
+    check_option_types(cls, options)
+    return cls
+
+
 def condition(
     vae: VAE,
     x: torch.Tensor,
@@ -42,16 +55,20 @@ def condition(
     them). Query i's result depends only on its own evidence, mask and ``seed``, never on its
     batch mates. ``vae`` must follow the protocol of ``condvae.models.VAE``.
     """
-    if method not in METHODS:
-        raise CondVAEError(f"method: unknown {method!r}; expected one of {sorted(METHODS)}")
-    cls = METHODS[method]
-    unknown = sorted(set(options) - set(cls.options()))
-    if unknown:
-        raise CondVAEError(f"options: {unknown} not known to method {method!r} (it takes {cls.options()})")
-    check_option_types(cls, options)
+    cls = check_method(method, options)
     query = Query(vae, x, mask, seed=seed)
     with frozen(vae), torch.enable_grad():  # fitting needs gradients even inside a caller's no_grad
         return cls.fit(query, **options)
 
 
-__all__ = ["METHODS", "Posterior", "Query", "Sandwich", "condition", "register", "sandwich", "simulate"]
+__all__ = [
+    "METHODS",
+    "Posterior",
+    "Query",
+    "Sandwich",
+    "check_method",
+    "condition",
+    "register",
+    "sandwich",
+    "simulate",
+]

@@ -16,6 +16,7 @@ import torch
 
 from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
 from condvae.conditioning.hmc import MAX_ENERGY_ERROR, Potential, leapfrog
+from condvae.conditioning.monitor import tick
 from condvae.conditioning.registry import register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
@@ -93,6 +94,7 @@ def anneal(
     u, grad = potential(z)
     log_lik = last["log_lik"]
     for t in range(1, len(betas)):
+        tick(t, len(betas) - 1, stream)
         beta, delta = float(betas[t]), float(betas[t] - betas[t - 1])
         log_w = log_w + delta * log_lik
         if resample > 0:

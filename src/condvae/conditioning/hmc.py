@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
+from condvae.conditioning.monitor import tick
 from condvae.conditioning.registry import register
 from condvae.errors import CondVAEError
 
@@ -173,6 +174,7 @@ class HMC(Posterior):
         divergences = torch.zeros(q.batch, dtype=torch.long, device=z.device)
         bank = []
         for t in range(self.warmup + self.draws):
+            tick(t + 1, self.warmup + self.draws, self.name)
             warm = t < self.warmup
             z, u, grad, accept_prob, divergent = self.transition(
                 z, u, grad, adapt.step_size if warm else adapt.final, t

@@ -10,6 +10,7 @@ import time
 import torch
 
 from condvae.conditioning.base import Diagnostics, Posterior, Query, decoded_bytes, reparameterize
+from condvae.conditioning.monitor import tick
 from condvae.conditioning.registry import register
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
@@ -242,6 +243,7 @@ class Rejection(Posterior):
                     f"{self.budget} proposals (acceptance rate {rate:.2g}); raise budget or use "
                     "another method (importance, hmc, a cross-coder)"
                 )
+            tick(int(proposed.max()), self.budget, self.name)
             eps = q.stream("rejection/proposal").normal(self.round_size, q.latent_dim, index=(draw, round_))
             z = reparameterize(q.vae.prior, eps)
             log_lik = q.vae.log_likelihood(q.x, z, q.mask, q.prepared)  # [r, B]

@@ -21,6 +21,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal, Transfo
 from zuko.transforms import ComposedTransform
 
 from condvae.conditioning.base import Diagnostics, Posterior, Query
+from condvae.conditioning.monitor import tick
 from condvae.conditioning.transforms import Affine, FlowLayer
 from condvae.errors import CondVAEError
 from condvae.models import VAE
@@ -138,6 +139,7 @@ class CrossCoder(Posterior):
                 optim.step()
                 decay.step()
                 trace.append(c_elbo.detach())
+                tick(step + 1, steps, self.name)
         final = torch.stack(trace[-max(1, steps // 10) :]).mean(0)
         if not torch.isfinite(final).all():
             raise CondVAEError(f"lr: {self.name} diverged (non-finite C-ELBO); lower lr")
