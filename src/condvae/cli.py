@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from condvae.errors import CondVAEError
-from condvae.guards import check_count, check_device, check_output_file, check_output_folder, memory_limit
+from condvae.guards import (
+    check_count,
+    check_device,
+    check_output_file,
+    check_output_folder,
+    memory_limit,
+    parse_bytes,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -639,6 +646,50 @@ def _run_models(args: argparse.Namespace) -> None:
     print(describe())
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    text = "start the browser app and its JSON API (a local server: the page at /, the API at /docs)"
+    p = _command(sub, "serve", text, _run_serve, "--data-dir")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (another than loopback is said)"
+    )
+    p.add_argument("--port", type=_number(int), default=8000, help="TCP port")
+    p.add_argument(
+        "--models", default="", help="comma-separated bundled model names a client may use (default all)"
+    )
+    p.add_argument("--workers", type=_number(int), default=2, help="fits that run at once")
+    p.add_argument("--queue", type=_number(int), default=16, help="jobs queued or running, beyond which 503")
+    p.add_argument("--time-limit", type=_number(float), default=120.0, help="seconds a fit may run")
+    p.add_argument("--max-body", default="4MB", help="largest request body (bytes; K/M suffixes)")
+    p.add_argument("--no-preload", action="store_true", help="load each model on first use, not at start")
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    import socket
+
+    from condvae.app import ServeConfig
+    from condvae.app.server import serve
+
+    if not 0 < args.port < 65536:
+        raise CondVAEError(f"port: expected 1..65535, got {args.port}")
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with socket.socket(family) as probe:  # a port in use is one line now, not a uvicorn trace later
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as err:
+            raise CondVAEError(f"port: cannot listen on {args.host}:{args.port} ({err.strerror})") from None
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    config = ServeConfig(
+        models=models,
+        workers=args.workers,
+        queue=args.queue,
+        time_limit=args.time_limit,
+        max_body_bytes=parse_bytes(args.max_body, "max-body"),
+        data_dir=args.data_dir,
+        preload=not args.no_preload,
+    )
+    serve(config, args.host, args.port)
+
+
 def _add_download(sub: argparse._SubParsersAction) -> None:
     text = "download MNIST / Fashion-MNIST (needs the internet)"
     p = _command(sub, "download", text, _run_download, "--data-dir")
@@ -669,6 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_download,
         _add_impute,
         _add_design,
+        _add_serve,
     ):
         add(sub)
     return parser

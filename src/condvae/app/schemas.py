@@ -47,3 +47,9 @@ class JobRequest(BaseModel):
 
     kind: Literal["condition", "design"]
     request: dict[str, Any]
+
+
+class ImageUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="base64 PNG/JPEG (a data: URL is fine)")

@@ -28,7 +28,7 @@ from condvae.app.bank import ModelBank
 from condvae.app.config import ServeConfig
 from condvae.app.imaging import png
 from condvae.app.jobs import Job, JobQueue, QueueFull
-from condvae.app.schemas import ConditionRequest, DesignRequest, JobRequest
+from condvae.app.schemas import ConditionRequest, DesignRequest, ImageUpload, JobRequest
 from condvae.errors import CondVAEError
 
 STATIC = Path(__file__).parent / "static"
@@ -155,6 +155,11 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
             rows = [[None if v != v else float(v) for v in row] for row in items.tolist()]
             return {"source": found["source"], "rows": rows}
         return {"source": found["source"], "images": [png(x) for x in items], "x": items.tolist()}
+
+    @app.post("/api/models/{name}/image")
+    async def image(name: str, body: ImageUpload) -> dict[str, Any]:
+        """An uploaded PNG/JPEG checked and fitted to the model (cropped, resized, binarised)."""
+        return await run_in_threadpool(service.upload, bank, cfg, name, body.image)
 
     @app.get("/api/methods")
     async def methods() -> dict[str, Any]:

@@ -55,7 +55,10 @@ def app_options(cls: type[Posterior]) -> list[dict[str, Any]]:
 
 def method_table(bank: ModelBank) -> dict[str, Any]:
     return {
-        name: {"options": app_options(cls), "doc": (inspect.getdoc(cls) or "").split("\n")[0]}
+        name: {
+            "options": app_options(cls),
+            "doc": " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split()),
+        }
         for name, cls in sorted(METHODS.items())
     }
 
@@ -162,6 +165,16 @@ def _image_item(bank: ModelBank, cfg: ServeConfig, req: Evidence, need_mask: boo
         x = (x > 0.5).float()  # the model's evidence is binary
         notes.append("x: grey levels were thresholded at 0.5 (this model's pixels are binary)")
     return Item(req.model, vae, x[None].to(vae.device), mask[None].to(vae.device), notes, False)
+
+
+def upload(bank: ModelBank, cfg: ServeConfig, name: str, image: str) -> dict[str, Any]:
+    """An uploaded picture as the model sees it (its size, its channels, binary for a Bernoulli
+    model), to paint on; the notes say what was changed."""
+    if bank.is_table(bank.check(name)):
+        raise CondVAEError(f"image: {name} is a table model; it takes feature values, not pictures")
+    mask = [[1] * bank.vae(name).data_shape[-1]] * bank.vae(name).data_shape[-2]
+    it = _image_item(bank, cfg, Evidence(model=name, image=image, mask=mask), need_mask=True)
+    return {"x": it.x[0].cpu().tolist(), "png": png(it.x[0].cpu()), "notes": it.notes}
 
 
 def _table_item(bank: ModelBank, req: Evidence) -> Item:
