@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from condvae import __version__
@@ -32,10 +33,6 @@ from condvae.app.schemas import ConditionRequest, DesignRequest, ImageUpload, Jo
 from condvae.errors import CondVAEError
 
 STATIC = Path(__file__).parent / "static"
-
-
-class BodyTooLarge(Exception):
-    """A request body grew past the limit while it was read (no or a false Content-Length)."""
 
 
 class BodyLimit:
@@ -52,17 +49,26 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             response = _too_large(self.limit)
             return await response(scope, receive, send)
-        seen = 0
+        seen, over = 0, False
 
         async def counted() -> Any:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLarge
+            if seen > self.limit:  # stop reading; the answer is replaced below
+                over = True
+                return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        await self.app(scope, counted, send)
+        async def answer(message: dict[str, Any]) -> None:
+            if not over:
+                return await send(message)
+            if message["type"] == "http.response.start":
+                response = _too_large(self.limit)
+                await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+                await send({"type": "http.response.body", "body": response.body})
+
+        await self.app(scope, counted, answer)
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -114,10 +120,6 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
     @app.exception_handler(QueueFull)
     async def full(request: Request, err: QueueFull) -> JSONResponse:
         return _error(503, str(err), **{"Retry-After": "1"})
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, err: BodyTooLarge) -> JSONResponse:
-        return _too_large(cfg.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -199,9 +201,8 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
         """Start a condition or design job; follow it at /api/jobs/{id} or /api/jobs/{id}/events."""
         try:
             return (await _submit(body.kind, body.request)).summary()
-        except ValueError as err:  # pydantic's ValidationError of the inner request
-            errors = getattr(err, "errors", lambda: [])()
-            first = errors[0] if errors else {}
+        except ValidationError as err:  # of the inner request
+            first = err.errors()[0] if err.errors() else {}
             where = ".".join(str(p) for p in first.get("loc", ())) or "request"
             return _error(422, f"request.{where}: {first.get('msg', err)}")
 
