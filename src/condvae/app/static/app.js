@@ -62,6 +62,9 @@ async function loadModel(name) {
   $("examples-source").textContent = `examples: ${examples.source}`;
   if (S.table) {
     S.rows = examples.rows;
+    const pick = $("row");
+    pick.innerHTML = "";
+    examples.rows.forEach((_, i) => pick.appendChild(new Option(`row ${i + 1}`, i)));
     buildTable(examples.rows[0]);
     return;
   }
@@ -236,7 +239,7 @@ function buildTable(row) {
     const observed = j < Math.ceil(S.info.columns.length / 2) && row[j] !== null;
     tr.innerHTML = `<td><input type="checkbox" ${observed ? "checked" : ""}></td><td>${column.name}` +
       ` <span class="small">${column.kind}</span></td><td><input type="number" step="any"></td><td></td><td></td><td></td>`;
-    tr.querySelector("input[type=number]").value = row[j] === null ? "" : row[j];
+    tr.querySelector("input[type=number]").value = row[j] === null ? "" : Number(row[j].toPrecision(6));
     body.appendChild(tr);
   });
 }
@@ -420,6 +423,7 @@ async function download() {
 // ---- wiring --------------------------------------------------------------------------------
 function wire() {
   $("method").addEventListener("change", renderOptions);
+  $("row").addEventListener("change", () => buildTable(S.rows[parseInt($("row").value, 10)]));
   $("run").addEventListener("click", () => start("condition"));
   $("design").addEventListener("click", () => start("design"));
   $("cancel").addEventListener("click", cancel);
