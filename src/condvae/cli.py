@@ -656,7 +656,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--models", default="", help="comma-separated bundled model names a client may use (default all)"
     )
-    p.add_argument("--workers", type=_number(int), default=2, help="fits that run at once")
+    p.add_argument(
+        "--workers", type=_number(int), default=1, help="iterative fits (gvi, hmc, ...) that run at once"
+    )
+    p.add_argument("--fast-workers", type=_number(int), default=1, help="one-pass answers (ipa, ...) at once")
     p.add_argument("--queue", type=_number(int), default=16, help="jobs queued or running, beyond which 503")
     p.add_argument("--time-limit", type=_number(float), default=120.0, help="seconds a fit may run")
     p.add_argument("--max-body", default="4MB", help="largest request body (bytes; K/M suffixes)")
@@ -681,6 +684,7 @@ def _run_serve(args: argparse.Namespace) -> None:
     config = ServeConfig(
         models=models,
         workers=args.workers,
+        fast_workers=args.fast_workers,
         queue=args.queue,
         time_limit=args.time_limit,
         max_body_bytes=parse_bytes(args.max_body, "max-body"),

@@ -19,6 +19,8 @@ from condvae.design.api import Problem, problem
 from condvae.errors import CondVAEError, DataError
 from condvae.evaluate import load_model_dataset
 from condvae.models import VAE
+from condvae.partial.encoder import PartialEncoder
+from condvae.partial.ipa import resolve_encoder
 from condvae.partial.pretrained import find_bundled
 
 EXAMPLES = 12
@@ -38,6 +40,8 @@ class ModelBank:
         self._vaes: dict[str, VAE] = {}
         self._problems: dict[str, Problem] = {}
         self._examples: dict[str, dict[str, Any]] = {}
+        self._infos: dict[str, dict[str, Any]] = {}
+        self._encoders: dict[str, PartialEncoder] = {}
         self._lock = threading.Lock()
 
     @property
@@ -68,9 +72,19 @@ class ModelBank:
     def is_table(self, name: str) -> bool:
         return len(self.vae(name).data_shape) == 1
 
+    def encoder(self, name: str) -> PartialEncoder:
+        """The bundled partial encoder of a model (for ipa, semi, ipa-sir), loaded once."""
+        vae = self.vae(name)
+        with self._lock:
+            if name not in self._encoders:
+                self._encoders[name] = resolve_encoder(vae, None)
+            return self._encoders[name]
+
     def info(self, name: str) -> dict[str, Any]:
         """What the page needs to draw a model's controls."""
         vae = self.vae(name)
+        if name in self._infos:
+            return self._infos[name]
         card = getattr(vae, "card", None) or {}
         out: dict[str, Any] = {
             "name": name,
@@ -87,6 +101,7 @@ class ModelBank:
                 {k: c[k] for k in ("name", "kind", "values") if k in c}
                 for c in vae.columns  # type: ignore[attr-defined]
             ]
+        self._infos[name] = out
         return out
 
     def examples(self, name: str) -> dict[str, Any]:

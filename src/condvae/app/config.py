@@ -16,22 +16,34 @@ class ServeConfig:
     models: tuple[str, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
     max_image_side: int = 2048
-    workers: int = 2
+    workers: int = 1  # iterative fits at once (gvi, hmc, ...); waiting ones of one kind are batched
+    fast_workers: int = 1  # one-pass methods at once (ipa, importance, grid), apart from the fits
     queue: int = 16
     time_limit: float = 120.0
     max_completions: int = 64
     max_design_completions: int = 64
     keep_jobs: int = 256
+    max_batch: int = 32  # waiting jobs of one model, method, options and seed fitted together
     data_dir: str | None = None
     preload: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # name -> pretrained directory, set by the operator
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_image_side", "workers", "queue", "max_completions", "keep_jobs"):
+        for name in (
+            "max_body_bytes",
+            "max_image_side",
+            "workers",
+            "fast_workers",
+            "queue",
+            "max_completions",
+            "keep_jobs",
+            "max_batch",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise CondVAEError(f"{name}: expected a positive integer, got {value!r}")
         if not (isinstance(self.time_limit, int | float) and self.time_limit > 0):
             raise CondVAEError(f"time_limit: expected a positive number of seconds, got {self.time_limit!r}")
-        if self.queue < self.workers:
-            raise CondVAEError(f"queue: {self.queue} is smaller than workers ({self.workers})")
+        if self.queue < self.workers + self.fast_workers:
+            total = self.workers + self.fast_workers
+            raise CondVAEError(f"queue: {self.queue} is smaller than workers + fast_workers ({total})")

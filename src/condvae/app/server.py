@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +34,7 @@ from condvae.app.schemas import ConditionRequest, DesignRequest, ImageUpload, Jo
 from condvae.errors import CondVAEError
 
 STATIC = Path(__file__).parent / "static"
+SMALL_BODY = 64 * 1024  # bytes: requests up to this size are checked on the event loop
 
 
 class BodyLimit:
@@ -91,7 +93,8 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
     """The app for ``config`` (default: every bundled model, default limits)."""
     cfg = config or ServeConfig()
     bank = bank or ModelBank(cfg)
-    queue = JobQueue(cfg.workers, cfg.queue, cfg.time_limit, cfg.keep_jobs)
+    lanes = {"fast": cfg.fast_workers, "fit": cfg.workers}
+    queue = JobQueue(lanes, cfg.queue, cfg.time_limit, cfg.keep_jobs, cfg.max_batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -168,33 +171,56 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
         """Every conditioning method with the options a client may set and their defaults."""
         return service.method_table(bank)
 
-    async def _submit(kind: str, body: dict[str, Any] | ConditionRequest | DesignRequest) -> Job:
+    async def _submit(
+        kind: str, body: dict[str, Any] | ConditionRequest | DesignRequest, small: bool = False
+    ) -> Job:
+        """Check a request and queue its job. A small body (nested lists of a small image, no
+        PNG to decode) is checked on the event loop: a fraction of a millisecond, less than the
+        hop to a thread; anything larger is checked in the threadpool."""
+
+        async def checked(prepare: Callable[..., Any], req: Any) -> Any:
+            if small:
+                return prepare(bank, cfg, req)
+            return await run_in_threadpool(prepare, bank, cfg, req)
+
         if kind == "condition":
             req = body if isinstance(body, ConditionRequest) else ConditionRequest.model_validate(body)
-            work = await run_in_threadpool(service.prepare_condition, bank, cfg, req)
-            return queue.submit(kind, lambda: service.run_condition(work))
+            work = await checked(service.prepare_condition, req)
+            key, lane = service.condition_key(work), service.lane(work.method)
+            return queue.submit(kind, service.run_conditions, work, key, lane)
         req2 = body if isinstance(body, DesignRequest) else DesignRequest.model_validate(body)
-        design_work = await run_in_threadpool(service.prepare_design, bank, cfg, req2)
-        return queue.submit(kind, lambda: service.run_design(bank, design_work))
+        design_work = await checked(service.prepare_design, req2)
+        run = functools.partial(service.run_designs, bank)
+        return queue.submit(
+            kind, run, design_work, service.design_key(design_work), service.lane(design_work.method)
+        )
 
-    async def _answer(job: Job) -> Any:
-        assert job.future is not None
+    def _small(request: Request, body: ConditionRequest | DesignRequest) -> bool:
+        length = request.headers.get("content-length", "")
+        return (
+            length.isdigit()
+            and int(length) <= SMALL_BODY
+            and body.image is None
+            and not isinstance(body.mask, str)
+        )
+
+    async def _answer(job: Job) -> JSONResponse:
         await asyncio.wrap_future(job.future)
-        if job.state == "done":
-            return job.result
+        if job.state == "done":  # already JSON types: skip FastAPI's recursive jsonable_encoder
+            return JSONResponse(job.result)
         return _error(job.status, job.error or job.state)
 
     @app.post("/api/condition")
-    async def condition(body: ConditionRequest) -> Any:
+    async def condition(body: ConditionRequest, request: Request) -> Any:
         """Condition and wait: completions, per-pixel mean and standard deviation (a table's
         per-feature mean, deviation and 90% interval), C-ELBO and the fit's diagnostics."""
-        return await _answer(await _submit("condition", body))
+        return await _answer(await _submit("condition", body, _small(request, body)))
 
     @app.post("/api/design")
-    async def design(body: DesignRequest) -> Any:
+    async def design(body: DesignRequest, request: Request) -> Any:
         """Where to look next: every candidate glimpse (or feature) by its expected information
         gain given the evidence, and for images a heat map."""
-        return await _answer(await _submit("design", body))
+        return await _answer(await _submit("design", body, _small(request, body)))
 
     @app.post("/api/jobs", status_code=202)
     async def submit(body: JobRequest) -> dict[str, Any]:

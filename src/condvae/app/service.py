@@ -7,9 +7,11 @@ is a 400 at once, never a failed job); ``run_*`` does the fit in a worker thread
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import typing
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ STAT_DRAWS = 64  # draws of z behind the per-pixel mean and standard deviation
 SCALARS = (bool, int, float)
 
 
+@functools.cache
 def app_options(cls: type[Posterior]) -> list[dict[str, Any]]:
     """The options of a method a client may set: numbers, flags and named choices (never an
     object or a path), with their defaults and types, for the page's form."""
@@ -66,6 +69,11 @@ def method_table(bank: ModelBank) -> dict[str, Any]:
 def methods_for(bank: ModelBank, name: str) -> list[str]:
     """The methods that can run on a model: grid needs a 2-d latent; the amortized ones a
     bundled partial encoder."""
+    return _methods_for(bank, name, tuple(METHODS))
+
+
+@functools.lru_cache(maxsize=64)
+def _methods_for(bank: ModelBank, name: str, registered: tuple[str, ...]) -> list[str]:
     vae, has_encoder = bank.vae(name), bank.info(name)["partial_encoder"]
     ok = []
     for method, cls in sorted(METHODS.items()):
@@ -85,7 +93,7 @@ def check_runs(bank: ModelBank, method: str, model: str) -> None:
 
 def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     cls = check_method(method, options)  # the library's own messages for unknown names and types
-    allowed = {o["name"] for o in app_options(cls)}
+    allowed = {o["name"] for o in app_options(cls)}  # cached: the same list object every time
     refused = sorted(set(options) - allowed)
     if refused:
         raise CondVAEError(
@@ -232,16 +240,35 @@ def prepare_condition(bank: ModelBank, cfg: ServeConfig, req: ConditionRequest) 
         raise CondVAEError(f"n: at most {cfg.max_completions} completions per request, got {req.n}")
     options = check_options(req.method, dict(req.options))
     check_runs(bank, req.method, req.model)
+    if "encoder" in METHODS[req.method].options():  # the encoder loaded once, not found per request
+        options["encoder"] = bank.encoder(req.model)
     return ConditionJob(item(bank, cfg, req), req.method, options, req.n, req.seed, req.display, req.arrays)
 
 
-def _scalars(diagnostics: Any) -> dict[str, Any]:
-    """The diagnostics' JSON-able fields: numbers, strings, one-query tensors as numbers."""
+ONE_PASS = frozenset({"ipa", "ipa-sir", "importance", "grid"})  # no optimisation loop: milliseconds
+
+
+def lane(method: str) -> str:
+    """The job lane of a method: "fast" for one-pass methods, "fit" for iterative ones."""
+    return "fast" if method in ONE_PASS else "fit"
+
+
+def condition_key(job: ConditionJob) -> tuple[Any, ...]:
+    """Jobs with equal keys may share one fit (see ``jobs``)."""
+    options = tuple(sorted(job.options.items(), key=lambda kv: kv[0]))
+    return (job.item.name, job.method, options, job.n, job.seed, job.display)
+
+
+def _scalars(diagnostics: Any, i: int, batch: int) -> dict[str, Any]:
+    """Query i's JSON-able diagnostics: numbers and strings, per-query tensors at index i."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(diagnostics):
         value = getattr(diagnostics, f.name)
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
+        if isinstance(value, torch.Tensor):
+            if value.numel() == 1:
+                value = value.item()
+            elif value.shape[:1] == (batch,) and value[i].numel() == 1:
+                value = value[i].item()
         if isinstance(value, float) and not math.isfinite(value):
             value = None
         if value is None or isinstance(value, str | int | float | bool):
@@ -251,72 +278,82 @@ def _scalars(diagnostics: Any) -> dict[str, Any]:
 
 @torch.no_grad()
 def _moments(
-    post: Posterior, item: Item, n: int, display: str
+    post: Posterior, vae: VAE, x: torch.Tensor, mask: torch.Tensor, n: int, display: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n completions (evidence pasted back) and the per-entry predictive mean and standard
-    deviation over ``STAT_DRAWS`` draws of z, by the law of total variance:
-    Var[y] = E_z[Var(y | z)] + Var_z[E(y | z)]."""
-    vae, x, mask = item.vae, item.x, item.mask
-    z = post.sample(max(n, STAT_DRAWS))  # [K, 1, d]
+    """n completions per query (evidence pasted back) ``[n, B, ...]`` and the per-entry
+    predictive mean and standard deviation ``[B, ...]`` over ``STAT_DRAWS`` draws of z, by the
+    law of total variance: Var[y] = E_z[Var(y | z)] + Var_z[E(y | z)]."""
+    z = post.sample(max(n, STAT_DRAWS))  # [K, B, d]
     p = vae.decode(z)
     mean_z = p.mean
     shown = mean_z[:n] if display == "mean" else p.sample()[:n]
-    completions = torch.where(mask, x, shown)[:, 0]
+    completions = torch.where(mask, x, shown)
     try:
         inner = p.variance.mean(0)
     except NotImplementedError:
         inner = p.sample((8,)).var(0).mean(0)
-    mean = mean_z.mean(0)
     std = (inner + mean_z.var(0)).clamp_min(0).sqrt()
-    return completions, torch.where(mask, x, mean)[0], torch.where(mask, torch.zeros_like(std), std)[0]
+    return completions, torch.where(mask, x, mean_z.mean(0)), torch.where(mask, torch.zeros_like(std), std)
 
 
-def run_condition(job: ConditionJob) -> dict[str, Any]:
-    it = job.item
-    post = condition(it.vae, it.x, it.mask, method=job.method, seed=job.seed, **job.options)
-    c_elbo = float(post.c_elbo(256)[0]) if post.has_density else None
-    out: dict[str, Any] = {
-        "model": it.name,
-        "method": job.method,
-        "notes": it.notes,
-        "c_elbo": c_elbo if c_elbo is None or math.isfinite(c_elbo) else None,
-        "diagnostics": _scalars(post.diagnostics),
-        "observed": int(it.mask.sum()),
-    }
-    if it.table:
-        return out | _table_answer(post, it, job.n)
-    completions, mean, std = _moments(post, it, job.n, job.display)
-    std_map = std.amax(0)  # the largest over channels: one map per pixel
-    out |= {
-        "evidence": png(evidence_overlay(it.x[0].cpu(), it.mask[0].cpu())),
-        "completions": [png(c) for c in completions.cpu()],
-        "mean": png(mean.cpu()),
-    }
-    out["std"], out["std_max"] = heat(std_map.cpu(), cmap="viridis")
-    if job.arrays:
-        out["arrays"] = {
-            "completions": completions.cpu().tolist(),
-            "mean": mean.cpu().tolist(),
-            "std": std.cpu().tolist(),
+def run_conditions(jobs: list[ConditionJob]) -> list[dict[str, Any]]:
+    """Jobs of one key (model, method, options, n, seed) as one batch of queries."""
+    first, b = jobs[0], len(jobs)
+    vae = first.item.vae
+    x, mask = torch.cat([j.item.x for j in jobs]), torch.cat([j.item.mask for j in jobs])
+    with warnings.catch_warnings(record=True) as caught:  # the library's warnings go to the client
+        warnings.simplefilter("always")
+        post = condition(vae, x, mask, method=first.method, seed=first.seed, **first.options)
+        c_elbo = post.c_elbo(STAT_DRAWS).tolist() if post.has_density else [None] * b
+    said = list(dict.fromkeys(str(w.message) for w in caught))
+    if b > 1:  # "query i" in a message counts within the batch
+        said = [f"(fitted in a batch of {b} requests) {w}" for w in said]
+    answers = [
+        {
+            "model": j.item.name,
+            "method": j.method,
+            "notes": j.item.notes,
+            "warnings": said,
+            "c_elbo": c_elbo[i] if c_elbo[i] is None or math.isfinite(c_elbo[i]) else None,
+            "diagnostics": _scalars(post.diagnostics, i, b),
+            "observed": int(j.item.mask.sum()),
         }
-    return out
+        for i, j in enumerate(jobs)
+    ]
+    if first.item.table:
+        return [a | t for a, t in zip(answers, _table_answers(post, vae, mask, first.n), strict=True)]
+    completions, mean, std = (t.cpu() for t in _moments(post, vae, x, mask, first.n, first.display))
+    for i, (j, a) in enumerate(zip(jobs, answers, strict=True)):
+        a["evidence"] = png(evidence_overlay(x[i].cpu(), mask[i].cpu()))
+        a["completions"] = [png(c) for c in completions[:, i]]
+        a["mean"] = png(mean[i])
+        a["std"], a["std_max"] = heat(std[i].amax(0), cmap="viridis")  # the largest over channels
+        if j.arrays:
+            a["arrays"] = {
+                "completions": completions[:, i].tolist(),
+                "mean": mean[i].tolist(),
+                "std": std[i].tolist(),
+            }
+    return answers
 
 
 @torch.no_grad()
-def _table_answer(post: Posterior, it: Item, n: int) -> dict[str, Any]:
+def _table_answers(post: Posterior, vae: VAE, mask: torch.Tensor, n: int) -> list[dict[str, Any]]:
     """Completions in raw units, and per feature the mean, standard deviation and a central
-    90% interval over 512 completions."""
-    vae = it.vae
-    draws = vae.from_model(post.complete(512)[:, 0].cpu())  # type: ignore[operator]
+    90% interval over 512 completions, per query."""
+    draws = vae.from_model(post.complete(512).cpu())  # type: ignore[operator]  # [512, B, D]
     lo, hi = torch.quantile(draws.double(), torch.tensor([0.05, 0.95], dtype=torch.float64), dim=0)
-    return {
-        "columns": vae.column_names,  # type: ignore[attr-defined]
-        "completions": draws[:n].tolist(),
-        "mean": draws.mean(0).tolist(),
-        "std": draws.std(0).tolist(),
-        "interval90": [lo.tolist(), hi.tolist()],
-        "mask": it.mask[0].cpu().int().tolist(),
-    }
+    return [
+        {
+            "columns": vae.column_names,  # type: ignore[attr-defined]
+            "completions": draws[:n, i].tolist(),
+            "mean": draws[:, i].mean(0).tolist(),
+            "std": draws[:, i].std(0).tolist(),
+            "interval90": [lo[i].tolist(), hi[i].tolist()],
+            "mask": mask[i].cpu().int().tolist(),
+        }
+        for i in range(draws.shape[1])
+    ]
 
 
 @dataclass
@@ -339,29 +376,40 @@ def prepare_design(bank: ModelBank, cfg: ServeConfig, req: DesignRequest) -> Des
     return DesignJob(it, req.method, req.completions, req.seed)
 
 
-def run_design(bank: ModelBank, job: DesignJob) -> dict[str, Any]:
-    """Every candidate's expected information gain given the evidence; for images also a heat
-    map (each pixel coloured by the gain of the glimpse that shows it)."""
-    it = job.item
-    prob = bank.problem(it.name)
-    gain = gains(prob, it.x, it.mask, job.method, job.completions, job.seed)[0].cpu()  # [C]
+def design_key(job: DesignJob) -> None:
+    """None: design jobs run alone (the information-gain estimators draw their completions for
+    the whole batch at once, so an item's scores would depend on its batch mates)."""
+    return None
+
+
+def run_designs(bank: ModelBank, jobs: list[DesignJob]) -> list[dict[str, Any]]:
+    """Every candidate's expected information gain given each job's evidence; for images also a
+    heat map (each pixel coloured by the gain of the glimpse that shows it)."""
+    first = jobs[0]
+    prob = bank.problem(first.item.name)
+    x, mask = torch.cat([j.item.x for j in jobs]), torch.cat([j.item.mask for j in jobs])
+    gain = gains(prob, x, mask, first.method, first.completions, first.seed).cpu()  # [B, C]
     cands = prob.candidates
-    ranked = sorted(range(len(cands)), key=lambda c: -float(gain[c]))
-    rows = []
-    for c in ranked:
-        row: dict[str, Any] = {"index": c, "name": cands.names[c], "eig": float(gain[c])}
-        if not it.table:
+    boxes = []
+    if not first.item.table:
+        for c in range(len(cands)):
             ys, xs = cands.masks[c].any(0).nonzero(as_tuple=True)
-            row["box"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-        rows.append(row)
-    out: dict[str, Any] = {
-        "model": it.name,
-        "method": job.method,
-        "score": type(prob.eig).__name__,
-        "candidates": rows,
-        "notes": it.notes,
-    }
-    if not it.table:
-        per_pixel = (cands.masks.any(1).float() * gain[:, None, None]).amax(0)
-        out["heat"], out["eig_max"] = heat(per_pixel, cmap="magma")
-    return out
+            boxes.append([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1])
+    answers = []
+    for i, j in enumerate(jobs):
+        ranked = sorted(range(len(cands)), key=lambda c: -float(gain[i, c]))
+        rows = [{"index": c, "name": cands.names[c], "eig": float(gain[i, c])} for c in ranked]
+        for row in rows if boxes else []:
+            row["box"] = boxes[row["index"]]
+        out: dict[str, Any] = {
+            "model": j.item.name,
+            "method": j.method,
+            "score": type(prob.eig).__name__,
+            "candidates": rows,
+            "notes": j.item.notes,
+        }
+        if boxes:
+            per_pixel = (cands.masks.any(1).float() * gain[i][:, None, None]).amax(0)
+            out["heat"], out["eig_max"] = heat(per_pixel, cmap="magma")
+        answers.append(out)
+    return answers

@@ -6,6 +6,7 @@ needs that VAE (the network's shape is derived from it) and refuses any other.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,18 @@ def load_partial_encoder(
 def find_bundled(vae: VAE, objective: str = "forward") -> str | None:
     """The bundled partial encoder trained for ``vae`` with ``objective``, if any."""
     found = store.fingerprint(vae)
-    for name in store.bundled(ENCODERS):
-        config = store.read_config(ENCODERS, name)
-        if config["vae"].get("fingerprint") == found and config.get("card", {}).get("objective") == objective:
+    for name, fingerprint, trained_with in _bundled_index(tuple(store.bundled(ENCODERS))):
+        if fingerprint == found and trained_with == objective:
             return name
     return None
+
+
+@functools.lru_cache(maxsize=4)
+def _bundled_index(names: tuple[str, ...]) -> list[tuple[str, str | None, str | None]]:
+    """(name, VAE fingerprint, objective) of each bundled encoder: read once per set of names,
+    since a server asks for every request and the package's files do not change under it."""
+    index = []
+    for name in names:
+        config = store.read_config(ENCODERS, name)
+        index.append((name, config["vae"].get("fingerprint"), config.get("card", {}).get("objective")))
+    return index
