@@ -37,9 +37,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: str, port: int, workers: int, queue: int) -> subprocess.Popen:
+def start_server(model: str, port: int, workers: int, fast_workers: int, queue: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "condvae", "serve", "--port", str(port), "--models", model]
-    command += ["--workers", str(workers), "--queue", str(queue)]
+    command += ["--workers", str(workers), "--fast-workers", str(fast_workers), "--queue", str(queue)]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -127,14 +127,17 @@ def main() -> None:
     parser.add_argument("--scenarios", default="ipa:32:30,gvi:4:30", help="method:clients:seconds, ...")
     parser.add_argument("--fraction", type=float, default=0.3, help="share of pixels each request observes")
     parser.add_argument("--n", type=int, default=8, help="completions per request")
-    parser.add_argument("--workers", type=int, default=2, help="the server's fit workers")
+    parser.add_argument("--workers", type=int, default=1, help="the server's workers for iterative fits")
+    parser.add_argument(
+        "--fast-workers", type=int, default=1, help="the server's workers for one-pass methods"
+    )
     parser.add_argument("--queue", type=int, default=64, help="the server's job slots")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds not counted at the start")
     parser.add_argument("--url", default=None, help="a running server instead of starting one")
     args = parser.parse_args()
 
     port = free_port()
-    server = None if args.url else start_server(args.model, port, args.workers, args.queue)
+    server = None if args.url else start_server(args.model, port, args.workers, args.fast_workers, args.queue)
     url = args.url or f"http://127.0.0.1:{port}"
     try:
         info = httpx.get(f"{url}/api/models/{args.model}").json()
@@ -145,7 +148,8 @@ def main() -> None:
         ]
         print(
             f"# condvae serve under load: {args.model}, {args.n} completions per request, "
-            f"{args.fraction:.0%} of pixels observed; server workers {args.workers}, queue {args.queue}"
+            f"{args.fraction:.0%} of pixels observed; server workers {args.workers} (fits) + "
+            f"{args.fast_workers} (one-pass), queue {args.queue}"
         )
         print(f"# {machine()}; server and clients on one machine (loopback)")
         print(

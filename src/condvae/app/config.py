@@ -24,6 +24,7 @@ class ServeConfig:
     max_design_completions: int = 64
     keep_jobs: int = 256
     max_batch: int = 32  # waiting jobs of one model, method, options and seed fitted together
+    batch_window: float = 0.05  # seconds an iterative fit waits for batch mates before it starts
     data_dir: str | None = None
     preload: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # name -> pretrained directory, set by the operator
@@ -44,6 +45,8 @@ class ServeConfig:
                 raise CondVAEError(f"{name}: expected a positive integer, got {value!r}")
         if not (isinstance(self.time_limit, int | float) and self.time_limit > 0):
             raise CondVAEError(f"time_limit: expected a positive number of seconds, got {self.time_limit!r}")
+        if not (isinstance(self.batch_window, int | float) and 0 <= self.batch_window <= 10):
+            raise CondVAEError(f"batch_window: expected 0 to 10 seconds, got {self.batch_window!r}")
         if self.queue < self.workers + self.fast_workers:
             total = self.workers + self.fast_workers
             raise CondVAEError(f"queue: {self.queue} is smaller than workers + fast_workers ({total})")

@@ -94,7 +94,8 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
     cfg = config or ServeConfig()
     bank = bank or ModelBank(cfg)
     lanes = {"fast": cfg.fast_workers, "fit": cfg.workers}
-    queue = JobQueue(lanes, cfg.queue, cfg.time_limit, cfg.keep_jobs, cfg.max_batch)
+    windows = {"fit": cfg.batch_window}
+    queue = JobQueue(lanes, cfg.queue, cfg.time_limit, cfg.keep_jobs, cfg.max_batch, windows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
