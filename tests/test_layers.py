@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"partial"},  # amortized methods, registered into conditioning's registry
     {"pyramid", "classifier", "design", "impute"},
     {"condvae", "metrics", "inpaint", "demo"},
+    {"app"},  # condvae serve: the browser app and its JSON API
     {"cli", "__main__"},
 ]
 LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -40,6 +40,7 @@ class ModelBank:
         self._vaes: dict[str, VAE] = {}
         self._problems: dict[str, Problem] = {}
         self._examples: dict[str, dict[str, Any]] = {}
+        self.missing: dict[str, str] = {}
         self._infos: dict[str, dict[str, Any]] = {}
         self._encoders: dict[str, PartialEncoder] = {}
         self._lock = threading.Lock()
@@ -131,7 +132,8 @@ class ModelBank:
                     items = vae.from_model(items)  # type: ignore[operator]
                 elif getattr(vae.likelihood, "name", "") == "bernoulli":
                     items = (items > 0.5).float()
-            source = f"draws of the model ({dataset or 'its data'} is not on this server: {err})"
+            source = f"draws of the model ({dataset or 'its data'} is not on this server)"
+            self.missing[name] = str(err)  # for the operator, not the page
         found = {"source": source, "items": items}
         with self._lock:
             self._examples[name] = found
