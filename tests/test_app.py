@@ -413,3 +413,53 @@ def test_png_writer_round_trips_through_pillow(shape: tuple[int, int, int]) -> N
     expected = (image.numpy() * 255).round().astype(np.uint8)
     expected = expected[0] if shape[0] == 1 else expected.transpose(1, 2, 0)
     assert np.array_equal(decode(png(image)), expected)
+
+
+# ---- the command --------------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_serve_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from condvae.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "port: expected 1..65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", "--port", str(taken.getsockname()[1])]) == 2
+    assert "port: cannot listen on 127.0.0.1" in capsys.readouterr().err
+    assert main(["serve", "--port", str(free_port()), "--models", "nope"]) == 2
+    assert "models: ['nope'] are not bundled" in capsys.readouterr().err
+    assert main(["serve", "--port", str(free_port()), "--max-body", "lots"]) == 2
+    assert "max-body" in capsys.readouterr().err
+
+
+def test_cli_serve_starts_and_says_where_it_listens() -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "condvae", "serve", "--host", "0.0.0.0", "--port", str(port)]
+    server = subprocess.Popen([*command, "--models", TABLE], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert [m["name"] for m in httpx.get(f"http://127.0.0.1:{port}/api/models").json()] == [TABLE]
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert f"http://0.0.0.0:{port}/" in out and "not only on this machine" in out

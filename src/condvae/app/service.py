@@ -225,12 +225,18 @@ def item(bank: ModelBank, cfg: ServeConfig, req: Evidence, need_mask: bool = Tru
 
 
 @dataclass
-class ConditionJob:
+class Work:
+    """A checked request: the query, the method, the seed."""
+
     item: Item
     method: str
+    seed: int
+
+
+@dataclass
+class ConditionJob(Work):
     options: dict[str, Any]
     n: int
-    seed: int
     display: str
     arrays: bool
 
@@ -242,7 +248,7 @@ def prepare_condition(bank: ModelBank, cfg: ServeConfig, req: ConditionRequest) 
     check_runs(bank, req.method, req.model)
     if "encoder" in METHODS[req.method].options():  # the encoder loaded once, not found per request
         options["encoder"] = bank.encoder(req.model)
-    return ConditionJob(item(bank, cfg, req), req.method, options, req.n, req.seed, req.display, req.arrays)
+    return ConditionJob(item(bank, cfg, req), req.method, req.seed, options, req.n, req.display, req.arrays)
 
 
 ONE_PASS = frozenset({"ipa", "ipa-sir", "importance", "grid"})  # no optimisation loop: milliseconds
@@ -357,11 +363,8 @@ def _table_answers(post: Posterior, vae: VAE, mask: torch.Tensor, n: int) -> lis
 
 
 @dataclass
-class DesignJob:
-    item: Item
-    method: str
+class DesignJob(Work):
     completions: int
-    seed: int
 
 
 def prepare_design(bank: ModelBank, cfg: ServeConfig, req: DesignRequest) -> DesignJob:
@@ -373,7 +376,7 @@ def prepare_design(bank: ModelBank, cfg: ServeConfig, req: DesignRequest) -> Des
     check_runs(bank, req.method, req.model)
     it = item(bank, cfg, req, need_mask=False)
     bank.problem(it.name)  # load the classifier now, so a missing one is a 400, not a failed job
-    return DesignJob(it, req.method, req.completions, req.seed)
+    return DesignJob(it, req.method, req.seed, req.completions)
 
 
 def design_key(job: DesignJob) -> None:
