@@ -240,6 +240,7 @@ def post(client: TestClient, path: str, **body: Any) -> Any:
         ({"method": "magic"}, 400, "method: unknown 'magic'"),
         ({"method": "gvi", "options": {"stpes": 3}}, 400, "options: ['stpes'] not known to method 'gvi'"),
         ({"method": "gvi", "options": {"steps": "many"}}, 400, "steps: expected int"),
+        ({"method": "gvi", "options": {"iw": True}}, 400, "iw: expected int"),
         ({"method": "ipa", "options": {"encoder": "/etc/passwd"}}, 400, "cannot be set through the server"),
         ({"n": 1000}, 400, "n: at most 64"),
         ({"n": 0}, 422, "n:"),
@@ -463,3 +464,12 @@ def test_cli_serve_starts_and_says_where_it_listens() -> None:
         server.terminate()
         out, _ = server.communicate(timeout=30)
     assert f"http://0.0.0.0:{port}/" in out and "not only on this machine" in out
+
+
+def test_option_checks_are_cached_by_type_too() -> None:
+    from condvae.app.service import check_options
+    from condvae.errors import CondVAEError
+
+    assert check_options("gvi", {"iw": 1}) == {"iw": 1}
+    with pytest.raises(CondVAEError, match="iw: expected int"):
+        check_options("gvi", {"iw": True})  # True == 1 and hashes alike: the cache must tell them apart

@@ -462,7 +462,19 @@ def test_any_option_value_works_or_is_one_line(method: str, data: st.DataObject)
     key = data.draw(st.sampled_from(METHODS[method].options()))
     options[key] = data.draw(VALUES)
     # counts of work (not memory) that are huge would legitimately run for hours
-    work = ("steps", "warmup", "draws", "budget", "leapfrog", "layers", "components", "hidden", "bins")
+    work = (
+        "steps",
+        "warmup",
+        "draws",
+        "budget",
+        "leapfrog",
+        "layers",
+        "components",
+        "hidden",
+        "bins",
+        "temperatures",
+    )
+    work += ("rejuvenate",)
     assume(not (key in work and isinstance(options[key], int) and options[key] > 64))
     set_memory_limit("512MB")
     try:

@@ -110,7 +110,8 @@ class JobQueue:
         # seconds a lane's worker waits for batch mates before it starts: requests sent together
         # rarely arrive together, and a fit that takes a second loses nothing by waiting 50 ms
         self.windows = {lane: (windows or {}).get(lane, 0.0) for lane in lanes}
-        self.cond = threading.Condition()
+        self.cond = threading.Condition()  # guards the queue's state; each lane waits on its own
+        self.ready = {lane: threading.Condition(self.cond) for lane in lanes}
         self.active = 0
         self.stopping = False
         self.threads = [
@@ -139,21 +140,21 @@ class JobQueue:
                 del self.jobs[oldest]
             job.lane = lane
             self.pending[lane].append(job)
-            self.cond.notify_all()
+            self.ready[lane].notify()
         return job
 
     def _take(self, lane: str) -> list[Job] | None:
         pending = self.pending[lane]
         with self.cond:
             while not pending and not self.stopping:
-                self.cond.wait()
+                self.ready[lane].wait()
             if not pending:
                 return None
             batch = [pending.popleft()]
             if batch[0].key is not None and self.windows[lane] > 0:
                 end = time.monotonic() + self.windows[lane]
                 while (left := end - time.monotonic()) > 0 and not self.stopping:
-                    self.cond.wait(left)
+                    self.ready[lane].wait(left)
             if batch[0].key is not None:
                 mates = [j for j in pending if j.key == batch[0].key][: self.max_batch - 1]
                 for job in mates:
@@ -264,10 +265,11 @@ class JobQueue:
     def shutdown(self) -> None:
         with self.cond:
             self.stopping = True
+            for ready in self.ready.values():
+                ready.notify_all()
             waiting = [job for pending in self.pending.values() for job in pending]
             for pending in self.pending.values():
                 pending.clear()
-            self.cond.notify_all()
         for job in waiting:
             job.cancel.set()
             self._finish(job, "cancelled", error="the server is shutting down", status=503)

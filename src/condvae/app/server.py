@@ -211,16 +211,31 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
             return JSONResponse(job.result)
         return _error(job.status, job.error or job.state)
 
-    @app.post("/api/condition")
-    async def condition(body: ConditionRequest, request: Request) -> Any:
+    def body_of(model: type[Any]) -> dict[str, Any]:
+        """The OpenAPI entry of a body parsed by ``parse`` (FastAPI sees only a Request)."""
+        schema = {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}
+        return {"requestBody": schema}
+
+    async def parse(request: Request, model: type[Any]) -> Any:
+        """The body parsed and validated in one pass by pydantic's JSON reader (in Rust): for a
+        784-pixel image and its mask, a fifth of the server's time went to Python's json."""
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise RequestValidationError(err.errors()) from None
+
+    @app.post("/api/condition", openapi_extra=body_of(ConditionRequest))
+    async def condition(request: Request) -> Any:
         """Condition and wait: completions, per-pixel mean and standard deviation (a table's
         per-feature mean, deviation and 90% interval), C-ELBO and the fit's diagnostics."""
+        body = await parse(request, ConditionRequest)
         return await _answer(await _submit("condition", body, _small(request, body)))
 
-    @app.post("/api/design")
-    async def design(body: DesignRequest, request: Request) -> Any:
+    @app.post("/api/design", openapi_extra=body_of(DesignRequest))
+    async def design(request: Request) -> Any:
         """Where to look next: every candidate glimpse (or feature) by its expected information
         gain given the evidence, and for images a heat map."""
+        body = await parse(request, DesignRequest)
         return await _answer(await _submit("design", body, _small(request, body)))
 
     @app.post("/api/jobs", status_code=202)
