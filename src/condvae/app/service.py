@@ -86,6 +86,11 @@ def _methods_for(bank: ModelBank, name: str, registered: tuple[str, ...]) -> lis
     return ok
 
 
+@functools.cache
+def _option_names(method: str) -> frozenset[str]:
+    return frozenset(METHODS[method].options())
+
+
 def check_runs(bank: ModelBank, method: str, model: str) -> None:
     runs = methods_for(bank, bank.check(model))
     if method not in runs:
@@ -254,7 +259,7 @@ def prepare_condition(bank: ModelBank, cfg: ServeConfig, req: ConditionRequest) 
         raise CondVAEError(f"n: at most {cfg.max_completions} completions per request, got {req.n}")
     options = check_options(req.method, dict(req.options))
     check_runs(bank, req.method, req.model)
-    if "encoder" in METHODS[req.method].options():  # the encoder loaded once, not found per request
+    if "encoder" in _option_names(req.method):  # the encoder loaded once, not found per request
         options["encoder"] = bank.encoder(req.model)
     return ConditionJob(item(bank, cfg, req), req.method, req.seed, options, req.n, req.display, req.arrays)
 
