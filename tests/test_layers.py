@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     # masks and plotting: pure tensor and figure code that the trainers and the pyramid use
     {"errors", "guards", "streams", "data", "masks", "plotting"},
     {"models"},
-    {"store", "checkpoint", "train", "loop", "evaluate"},
+    {"store", "checkpoint", "train", "loop", "evaluate", "distributed"},
     {"conditioning"},
     {"partial"},  # amortized methods, registered into conditioning's registry
     {"pyramid", "classifier", "design", "impute"},

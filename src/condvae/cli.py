@@ -120,6 +120,8 @@ HELP = {  # for the shared flags, and config fields without metadata["help"]
     "samples": "reverse: z draws per item",
     "device": "torch device: cpu, cuda or cuda:N (checked before any work)",
     "no_progress": "no progress bars",
+    "micro_batches": "the global batch in this many parts, each with its own random draws; "
+    "under torchrun a multiple of the processes (default: one per process)",
     "resume": "continue the checkpoint in --out",
 }
 ALIASES = {"kl_warmup_steps": "--kl-warmup", "vae": "--model"}  # older flag names that keep working

@@ -22,12 +22,13 @@ run; only when both are unreadable does resuming fail.
 Every ``valid_every`` steps and at the end of each phase a line goes to ``log.jsonl``; with a
 ``validate`` function the score is logged too, the best state kept in ``best.safetensors``
 (reloaded at the end) and, with ``patience``, the run stops after that many validations
-without improvement. Only this module writes into the output folder, so a multi-process run
-would gate ``_save`` and the writes here on rank 0.
+without improvement. Only this module writes into the output folder, and under torchrun only
+rank 0 writes (``condvae.distributed``): every rank holds the same weights after every step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -42,6 +43,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from condvae import distributed
 from condvae.checkpoint import (
     atomic_save_tensors,
     atomic_write_bytes,
@@ -72,8 +74,12 @@ class LoopConfig:
     checkpoint_every: int = 1000
     limit_train: int | None = None
     device: str = "cpu"
+    # the global batch is cut into this many micro-batches, each with its own random draws, and
+    # their gradients summed; under torchrun each rank takes every world-th one. None: as many
+    # as processes. A run's weights depend on it, never on the number of processes.
+    micro_batches: int | None = None
 
-    positive: ClassVar[tuple[str, ...]] = ("batch_size", "checkpoint_every", "limit_train")
+    positive: ClassVar[tuple[str, ...]] = ("batch_size", "checkpoint_every", "limit_train", "micro_batches")
     non_negative: ClassVar[tuple[str, ...]] = ()
 
     def check(self) -> None:
@@ -89,9 +95,21 @@ class LoopConfig:
             raise CondVAEError(f"lr_min: expected a learning rate in [0, lr = {self.lr}], got {self.lr_min}")
 
     def identity(self) -> dict[str, Any]:
-        """The settings a resumed run must share: all but where it writes and how often."""
-        skip = {"out", "data_dir", "checkpoint_every", "device"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        """The settings a resumed run must share: all but where it writes and how often (and the
+        number of micro-batches where it is 1, so that runs from before it existed resume)."""
+        skip = {"out", "data_dir", "checkpoint_every", "device", "micro_batches"}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        micro = self.micro_batches or distributed.world()
+        return out if micro == 1 else {**out, "micro_batches": micro}
+
+    def micro(self) -> int:
+        """The number of micro-batches, checked against the batch size and the processes."""
+        micro, world = self.micro_batches or distributed.world(), distributed.world()
+        if self.batch_size % micro:
+            raise CondVAEError(f"micro_batches: {micro} does not divide batch_size {self.batch_size}")
+        if micro % world:
+            raise CondVAEError(f"micro_batches: {micro} is not a multiple of the {world} processes")
+        return micro
 
 
 @dataclass
@@ -145,25 +163,72 @@ def _order(items: int, seed: int, phase: int, epoch: int) -> torch.Tensor:
     return torch.randperm(items, generator=generator(seed, "train/order", phase, epoch))
 
 
-def _step(cfg: LoopConfig, trainee: Trainee, optim: torch.optim.Optimizer, phase: int, t: int) -> dict:
-    """Step t of the phase: the trainee's loss, then Adam at the cosine learning rate; what to log."""
-    per_epoch, steps = trainee.items // cfg.batch_size, trainee.phases[phase].steps
+class _Steps(torch.nn.Module):
+    """The trainee's step as a module's forward, so that DistributedDataParallel can wrap it:
+    its gradient hooks fire in the backward of what ``forward`` returns."""
+
+    def __init__(self, trainee: Trainee) -> None:
+        super().__init__()
+        self.module, self.fn = trainee.module, trainee.step
+
+    def forward(self, phase: int, t: int, batch: torch.Tensor, gen: torch.Generator) -> Any:
+        return self.fn(phase, t, batch, gen)
+
+
+def _step(
+    cfg: LoopConfig, trainee: Trainee, optim: torch.optim.Optimizer, phase: int, t: int, steps: Any
+) -> dict:
+    """Step t of the phase: the trainee's loss over the global batch, then Adam at the cosine
+    learning rate; what to log.
+
+    The global batch is cut into M micro-batches; micro-batch k draws from its own streams, so
+    that its randomness does not depend on who computes it. Each rank takes every world-th
+    one, scales its losses by world / M, and DistributedDataParallel averages the gradients
+    over the ranks: the sum over k of grad(loss_k) / M, whatever the number of processes.
+    """
+    per_epoch, total = trainee.items // cfg.batch_size, trainee.phases[phase].steps
     epoch, i = divmod(t, per_epoch)
     batch = _order(trainee.items, cfg.seed, phase, epoch)[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-    torch.manual_seed(seed_for(cfg.seed, "train/noise", phase, t))  # the z drawn inside the models
-    loss = trainee.step(phase, t, batch, generator(cfg.seed, "train/batch", phase, t))
-    loss, scalars = loss if isinstance(loss, tuple) else (loss, {})
-    if not torch.isfinite(loss):  # a diverged run says so instead of training on NaN
-        raise CondVAEError(
-            f"lr: training diverged (loss {float(loss)}) at step {t} of phase {phase}; lower lr"
-        )
-    lr = learning_rate(cfg, t, steps)
+    micro, world, rank = cfg.micro(), distributed.world(), distributed.rank()
+    mine = list(range(rank, micro, world))
+    optim.zero_grad(set_to_none=True)
+    loss_sum, scalars = torch.zeros((), dtype=torch.float64), {}
+    for j, k in enumerate(mine):
+        key = (phase, t) if micro == 1 else (phase, t, k)  # one micro-batch: the streams as before
+        torch.manual_seed(seed_for(cfg.seed, "train/noise", *key))  # the z drawn inside the models
+        part = batch.view(micro, -1)[k]
+        last = j == len(mine) - 1
+        with contextlib.nullcontext() if last or world == 1 else steps.no_sync():
+            loss = steps(phase, t, part, generator(cfg.seed, "train/batch", *key))
+            loss, found = loss if isinstance(loss, tuple) else (loss, {})
+            if world == 1 and not torch.isfinite(loss):  # said before the step, not after it
+                _diverged(loss, t, phase)
+            (loss * (world / micro)).backward()
+        loss_sum += loss.detach().double().cpu()
+        scalars = scalars or found
+    mean = float(distributed.total(loss_sum)) / micro
+    if not math.isfinite(mean):  # every rank sees the same total, so all stop together
+        _diverged(torch.tensor(mean), t, phase)
+    lr = learning_rate(cfg, t, total)
     for group in optim.param_groups:
         group["lr"] = lr
-    optim.zero_grad(set_to_none=True)
-    loss.backward()
     optim.step()
-    return {"epoch": (t + 1) / per_epoch, "train_loss": float(loss.detach()), "lr": lr, **scalars}
+    return {"epoch": (t + 1) / per_epoch, "train_loss": mean, "lr": lr, **scalars}
+
+
+def _diverged(loss: torch.Tensor, t: int, phase: int) -> None:
+    raise CondVAEError(f"lr: training diverged (loss {float(loss)}) at step {t} of phase {phase}; lower lr")
+
+
+def _wrap(trainee: Trainee, phase: int) -> Any:
+    """The step to call: plain in one process, in DistributedDataParallel under torchrun (a
+    phase trains some of the module's parameters: the others are unused, which DDP is told)."""
+    steps = _Steps(trainee)
+    if distributed.world() == 1:
+        return steps
+    trained = {id(p) for p in trainee.phases[phase].parameters}
+    unused = any(p.requires_grad and id(p) not in trained for p in trainee.module.parameters())
+    return torch.nn.parallel.DistributedDataParallel(steps, find_unused_parameters=unused)
 
 
 def _start(cfg: LoopConfig, trainee: Trainee, identity: dict, resume: bool) -> tuple[dict, dict, str]:
@@ -176,8 +241,9 @@ def _start(cfg: LoopConfig, trainee: Trainee, identity: dict, resume: bool) -> t
         )
     if resume:
         return _resume(out, trainee, identity)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / TRAIN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / TRAIN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     return {"step": 0, "best": None, "bad": 0, "stopped": False, "elapsed": 0.0}, {}, "[]"
 
 
@@ -269,7 +335,8 @@ def _validate(trainee: Trainee, out: Path, state: dict) -> dict[str, float]:
     score, scalars = trainee.validate()
     if state["best"] is None or score > state["best"]:
         state["best"], state["bad"] = score, 0
-        atomic_save_tensors(out / BEST, trainee.module.state_dict(), {"step": str(state["step"])})
+        if distributed.is_main():  # every rank scores the same weights alike; one writes
+            atomic_save_tensors(out / BEST, trainee.module.state_dict(), {"step": str(state["step"])})
     else:
         state["bad"] += 1
         state["stopped"] = bool(trainee.patience and state["bad"] >= trainee.patience)
@@ -277,13 +344,16 @@ def _validate(trainee: Trainee, out: Path, state: dict) -> dict[str, float]:
 
 
 def _log(out: Path, record: dict[str, float], bar: tqdm) -> None:
+    if not distributed.is_main():
+        return
     bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "phase")})
     with open(out / LOG, "a") as log:
         log.write(json.dumps(record) + "\n")
 
 
 def _finish(cfg: LoopConfig, trainee: Trainee, state: dict, seconds: float) -> Outcome:
-    """Reload the best state, then save the result with the card's training section."""
+    """Reload the best state, then save the result with the card's training section (rank 0)."""
+    distributed.barrier()  # rank 0's last writes are complete before anyone reads them
     if (Path(cfg.out) / BEST).exists():
         trainee.module.load_state_dict(read_tensors(Path(cfg.out) / BEST)[0])
     trainee.module.eval()
@@ -298,7 +368,13 @@ def _finish(cfg: LoopConfig, trainee: Trainee, state: dict, seconds: float) -> O
         "device": cfg.device,
         "torch": torch.__version__,
     }
-    trainee.save(outcome, training)
+    if distributed.world() > 1:
+        training["processes"] = distributed.world()
+    if cfg.micro() > 1:
+        training["micro_batches"] = cfg.micro()
+    if distributed.is_main():
+        trainee.save(outcome, training)
+    distributed.barrier()
     return outcome
 
 
@@ -306,12 +382,16 @@ def run(
     cfg: LoopConfig, trainee: Trainee, resume: bool = False, progress: bool = True, desc: str = ""
 ) -> Outcome:
     """Train ``trainee`` through its phases into ``cfg.out``; see the module docstring."""
+    distributed.setup(cfg.device)
+    cfg.micro()  # a batch the micro-batches or the processes cannot share is refused first
     out, identity = Path(cfg.out), {**cfg.identity(), **trainee.identity}
     state, tensors, groups = _start(cfg, trainee, identity, resume)
     valid_every = trainee.valid_every or trainee.items // cfg.batch_size
     started, elapsed = time.perf_counter(), state["elapsed"]
     total = sum(p.steps for p in trainee.phases)
-    bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=desc)
+    bar = tqdm(
+        total=total, initial=state["step"], disable=not progress or not distributed.is_main(), desc=desc
+    )
     trainee.module.train()
     end = 0
     for phase, spec in enumerate(trainee.phases):
@@ -319,9 +399,14 @@ def run(
         optim = torch.optim.Adam(spec.parameters, lr=cfg.lr)
         if first < state["step"] < end:  # resumed mid-phase: its Adam moments continue
             _restore(optim, tensors, groups)
+        steps = _wrap(trainee, phase)
         while state["step"] < end and not state["stopped"]:
             t = state["step"] - first
-            record = {"step": state["step"] + 1, "phase": phase, **_step(cfg, trainee, optim, phase, t)}
+            record = {
+                "step": state["step"] + 1,
+                "phase": phase,
+                **_step(cfg, trainee, optim, phase, t, steps),
+            }
             state["step"] += 1
             bar.update(1)
             if (t + 1) % valid_every == 0 or t + 1 == spec.steps:
@@ -329,6 +414,7 @@ def run(
             elif state["step"] % cfg.checkpoint_every:
                 continue
             state["elapsed"] = elapsed + time.perf_counter() - started
-            _save(out / CHECKPOINT, trainee, optim, identity, state)
+            if distributed.is_main():
+                _save(out / CHECKPOINT, trainee, optim, identity, state)
     bar.close()
     return _finish(cfg, trainee, state, elapsed + time.perf_counter() - started)
