@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"conditioning"},
     {"partial"},  # amortized methods, registered into conditioning's registry
     {"pyramid", "classifier", "design", "impute"},
-    {"condvae", "metrics", "inpaint", "demo"},
+    {"condvae", "metrics", "inpaint", "demo", "sharded"},
     {"app"},  # condvae serve: the browser app and its JSON API
     {"cli", "__main__"},
 ]

@@ -648,6 +648,74 @@ def _run_models(args: argparse.Namespace) -> None:
     print(describe())
 
 
+def _add_condition_dataset(sub: argparse._SubParsersAction) -> None:
+    text = "condition every item of a dataset split into shards a rerun completes (torchrun: across ranks)"
+    p = _command(
+        sub,
+        "condition-dataset",
+        text,
+        _run_condition_dataset,
+        "--device",
+        "--data-dir",
+        "--seed",
+        "--no-progress",
+    )
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--dataset", required=True, help="name:split, e.g. mnist:test")
+    p.add_argument(
+        "--mask", required=True, help="mask spec (top, box:..., random:0.1, freeform, ...; see condvae.masks)"
+    )
+    p.add_argument("--method", default="auto", help="a conditioning method")
+    p.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a method option (repeat)"
+    )
+    p.add_argument(
+        "--completions", type=_number(int), default=4, help="completions per query (decoder means)"
+    )
+    p.add_argument("--samples", type=_number(int), default=16, help="latent draws per query")
+    p.add_argument("--chunk", type=_number(int), default=64, help="queries per shard")
+    p.add_argument("--limit", type=_number(int), default=None, help="only the first this many items")
+    p.add_argument("--out", required=True, help="output folder (a rerun into it completes it)")
+
+
+def _option_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CondVAEError(f"option: expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare word: a string option
+
+
+def _run_condition_dataset(args: argparse.Namespace) -> None:
+    from condvae.sharded import Settings, condition_dataset, read_results
+
+    settings = Settings(
+        model=args.model,
+        dataset=args.dataset,
+        mask=args.mask,
+        method=args.method,
+        options=dict(_option_value(o) for o in args.option),
+        seed=args.seed,
+        completions=args.completions,
+        samples=args.samples,
+        chunk=args.chunk,
+        limit=args.limit,
+    )
+    out = condition_dataset(
+        settings, args.out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress
+    )
+    from condvae import distributed
+
+    if distributed.is_main():
+        results = read_results(out)
+        line = f"{len(results['index'])} queries conditioned into {out}"
+        if "c_elbo" in results:
+            line += f"; mean C-ELBO {float(results['c_elbo'].mean()):.2f} nats"
+        print(line)
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     text = "start the browser app and its JSON API (a local server: the page at /, the API at /docs)"
     p = _command(sub, "serve", text, _run_serve, "--data-dir")
@@ -727,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_impute,
         _add_design,
         _add_serve,
+        _add_condition_dataset,
     ):
         add(sub)
     return parser
