@@ -718,7 +718,7 @@ def _run_condition_dataset(args: argparse.Namespace) -> None:
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     text = "start the browser app and its JSON API (a local server: the page at /, the API at /docs)"
-    p = _command(sub, "serve", text, _run_serve, "--data-dir")
+    p = _command(sub, "serve", text, _run_serve, "--data-dir", "--device")
     p.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (another than loopback is said)"
     )
@@ -759,6 +759,7 @@ def _run_serve(args: argparse.Namespace) -> None:
         time_limit=args.time_limit,
         max_body_bytes=parse_bytes(args.max_body, "max-body"),
         data_dir=args.data_dir,
+        device=str(args.device),
         preload=not args.no_preload,
     )
     serve(config, args.host, args.port)

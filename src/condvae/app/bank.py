@@ -36,7 +36,7 @@ class ModelBank:
         if unknown:
             raise CondVAEError(f"models: {unknown} are not bundled models; expected names from {bundled}")
         self.sources: dict[str, str] = {n: n for n in names} | dict(config.extra)
-        self.data_dir = config.data_dir
+        self.data_dir, self.device = config.data_dir, config.device
         self._vaes: dict[str, VAE] = {}
         self._problems: dict[str, Problem] = {}
         self._examples: dict[str, dict[str, Any]] = {}
@@ -58,7 +58,7 @@ class ModelBank:
         name = self.check(name)
         with self._lock:  # one load per model, however many requests ask at once
             if name not in self._vaes:
-                vae = store.from_pretrained(self.sources[name])
+                vae = store.from_pretrained(self.sources[name], device=self.device)
                 vae.eval()
                 self._vaes[name] = vae
             return self._vaes[name]

@@ -26,6 +26,7 @@ class ServeConfig:
     max_batch: int = 32  # waiting jobs of one model, method, options and seed fitted together
     batch_window: float = 0.05  # seconds an iterative fit waits for batch mates before it starts
     data_dir: str | None = None
+    device: str = "cpu"  # where the models run (cpu, cuda, cuda:N)
     preload: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # name -> pretrained directory, set by the operator
 
