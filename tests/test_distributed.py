@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from condvae import from_pretrained
+from condvae.checkpoint import read_tensors
 from condvae.errors import CondVAEError
 from condvae.loop import CHECKPOINT
 from condvae.train import TrainConfig, train
@@ -27,12 +28,12 @@ ARGS += ["--micro-batches", "2", "--lr", "3e-3", "--seed", "5", "--valid-every",
 TOLERANCE = 1e-4
 
 
-def launch(args: list[str], processes: int, **popen: object) -> subprocess.Popen:
+def launch(args: list[str], processes: int, command_name: str = "train", **popen: object) -> subprocess.Popen:
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "condvae", "train", *args]
+    command = [sys.executable, "-m", "condvae", command_name, *args]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        command += [f"--nproc_per_node={processes}", "-m", "condvae", "train", *args]
+        command += [f"--nproc_per_node={processes}", "-m", "condvae", command_name, *args]
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
     )
@@ -88,6 +89,25 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(synthetic_data: Pa
     finish(launch([*ARGS, *data, "--out", str(tmp_path / "killed"), "--resume"], 2))
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
     assert close(a, b) == 0.0  # the same ranks, the same order of sums: bit for bit
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["table", "partial-encoder"])
+def test_every_trainer_runs_under_torchrun(trainer: str, synthetic_data: Path, tmp_path: Path) -> None:
+    """Tabular VAEs and partial encoders drive the same loop: two processes, the weights of one."""
+    if trainer == "table":
+        command, folder = "train", "model"
+        args = ["--dataset", "wine+target", "--arch", "tabular", "--latent-dim", "2", "--hidden", "16"]
+        args += ["--epochs", "6", "--batch-size", "20", "--micro-batches", "2", "--no-progress"]
+    else:
+        command, folder = "train-partial-encoder", "encoder"
+        args = ["--vae", "mnist-mlp-z2", "--dataset", "mnist", "--data-dir", str(synthetic_data)]
+        args += ["--steps", "40", "--batch-size", "20", "--micro-batches", "2", "--valid-every", "20"]
+        args += ["--valid-size", "20", "--no-progress"]
+    finish(launch([*args, "--out", str(tmp_path / "one")], 1, command))
+    finish(launch([*args, "--out", str(tmp_path / "two")], 2, command))
+    a, b = (read_tensors(tmp_path / run / folder / "model.safetensors")[0] for run in ("one", "two"))
+    assert close(a, b) < TOLERANCE
 
 
 def test_micro_batches_must_share_the_batch(synthetic_data: Path, tmp_path: Path) -> None:

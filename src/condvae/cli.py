@@ -291,6 +291,10 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _trained(steps: int, seconds: float, score: str, best: float | None, saved: object) -> None:
+    from condvae import distributed
+
+    if not distributed.is_main():  # under torchrun, rank 0 reports
+        return
     shown = "n/a" if best is None else f"{best:.3f}"
     print(f"trained {steps} steps in {seconds:.1f} s; best valid {score} {shown}; saved to {saved}")
 

@@ -493,7 +493,7 @@ def _train_table(
         done.seconds,
         done.stopped,
         Path(cfg.out),
-        found["scores"],
+        found.get("scores", {}),  # scored by the rank that saves (rank 0 under torchrun)
         found.get("warning"),
     )
 
@@ -540,6 +540,8 @@ def _train_table_config(cfg: TrainConfig, resume: bool, progress: bool) -> Train
     if model.get("architecture", "mlp") not in ("mlp", "tabular"):
         raise CondVAEError(f"arch: a table trains the 'tabular' architecture, got {model['architecture']!r}")
     extra = {"activation": model["activation"]} if model.get("activation") else {}
+    if cfg.micro_batches is not None:
+        extra["micro_batches"] = cfg.micro_batches
     return train_vae(
         cfg.dataset,
         latent_dim=model.get("latent_dim", 4),
