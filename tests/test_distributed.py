@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,12 +29,15 @@ ARGS += ["--micro-batches", "2", "--lr", "3e-3", "--seed", "5", "--valid-every",
 TOLERANCE = 1e-4
 
 
-def launch(args: list[str], processes: int, command_name: str = "train", **popen: object) -> subprocess.Popen:
+def launch(
+    args: list[str], processes: int, words: list[str] | None = None, **popen: object
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "condvae", command_name, *args]
+    words = words or ["train"]  # the subcommand
+    command = [sys.executable, "-m", "condvae", *words, *args]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        command += [f"--nproc_per_node={processes}", "-m", "condvae", command_name, *args]
+        command += [f"--nproc_per_node={processes}", "-m", "condvae", *words, *args]
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
     )
@@ -92,21 +96,34 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(synthetic_data: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainer", ["table", "partial-encoder"])
+@pytest.mark.parametrize("trainer", ["table", "partial-encoder", "pyramid"])
 def test_every_trainer_runs_under_torchrun(trainer: str, synthetic_data: Path, tmp_path: Path) -> None:
-    """Tabular VAEs and partial encoders drive the same loop: two processes, the weights of one."""
-    if trainer == "table":
-        command, folder = "train", "model"
+    """Tabular VAEs, partial encoders and pyramids (one phase per level, each training part of
+    the model) drive the same loop: two processes, the weights of one."""
+    if trainer == "pyramid":
+        from PIL import Image
+
+        folder = tmp_path / "images"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+        command, folder_name = ["pyramid", "train"], "model"
+        args = ["--dataset", f"folder:{folder}", "--image-size", "16x16", "--latent-dims", "4,4"]
+        args += ["--channels", "8", "--hidden", "16", "--epochs", "2", "--batch-size", "8"]
+        args += ["--micro-batches", "2", "--coarse", '{"latent_dim": 4, "hidden": [16]}', "--no-progress"]
+    elif trainer == "table":
+        command, folder_name = ["train"], "model"
         args = ["--dataset", "wine+target", "--arch", "tabular", "--latent-dim", "2", "--hidden", "16"]
         args += ["--epochs", "6", "--batch-size", "20", "--micro-batches", "2", "--no-progress"]
     else:
-        command, folder = "train-partial-encoder", "encoder"
+        command, folder_name = ["train-partial-encoder"], "encoder"
         args = ["--vae", "mnist-mlp-z2", "--dataset", "mnist", "--data-dir", str(synthetic_data)]
         args += ["--steps", "40", "--batch-size", "20", "--micro-batches", "2", "--valid-every", "20"]
         args += ["--valid-size", "20", "--no-progress"]
     finish(launch([*args, "--out", str(tmp_path / "one")], 1, command))
     finish(launch([*args, "--out", str(tmp_path / "two")], 2, command))
-    a, b = (read_tensors(tmp_path / run / folder / "model.safetensors")[0] for run in ("one", "two"))
+    a, b = (read_tensors(tmp_path / run / folder_name / "model.safetensors")[0] for run in ("one", "two"))
     assert close(a, b) < TOLERANCE
 
 

@@ -508,7 +508,10 @@ def _run_pyramid_train(args: argparse.Namespace) -> None:
     cfg = config_from(args, PyramidTrainConfig, model=model)
     check_output_folder(cfg.out)
     result = train_pyramid(cfg, resume=args.resume, progress=not args.no_progress)
-    print(f"trained in {result.card['training']['training_seconds']} s; model saved to {args.out}/model")
+    from condvae import distributed
+
+    if distributed.is_main():  # under torchrun, rank 0 saved the model and reports
+        print(f"trained in {result.card['training']['training_seconds']} s; model saved to {args.out}/model")
 
 
 def _add_impute(sub: argparse._SubParsersAction) -> None:
