@@ -106,6 +106,20 @@ def test_rules_of_an_output_folder(synthetic_data: Path, tmp_path: Path) -> None
         condition_dataset(settings(dataset="mnist"), tmp_path / "p", data_dir=str(synthetic_data))
     with pytest.raises(CondVAEError, match="options"):
         condition_dataset(settings(options={"stpes": 3}), tmp_path / "q", data_dir=str(synthetic_data))
+    with pytest.raises(CondVAEError, match="precision: expected float32 or bfloat16"):
+        condition_dataset(settings(precision="half"), tmp_path / "r", data_dir=str(synthetic_data))
+
+
+def test_bfloat16_decoders_give_nearly_the_same_results(synthetic_data: Path, tmp_path: Path) -> None:
+    s = settings(method="ipa", options={}, completions=2)
+    exact = read_results(condition_dataset(s, tmp_path / "f32", data_dir=str(synthetic_data), progress=False))
+    s16 = settings(method="ipa", options={}, completions=2, precision="bfloat16")
+    mixed = read_results(
+        condition_dataset(s16, tmp_path / "bf16", data_dir=str(synthetic_data), progress=False)
+    )
+    assert torch.equal(exact["z"], mixed["z"])  # the encoder is not touched
+    assert float((exact["completions"].float() - mixed["completions"].float()).abs().max()) < 0.03
+    assert float((exact["c_elbo"] - mixed["c_elbo"]).abs().max()) < 0.5
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from condvae.models import (
     build_model,
     wrap,
 )
+from condvae.models.precision import mixed_precision
 from condvae.partial import PartialTrainConfig, load_partial_encoder, train_partial_encoder
 from condvae.pyramid import PyramidVAE, load_pyramid
 from condvae.store import describe, from_pretrained, save_pretrained
@@ -69,6 +70,7 @@ __all__ = [
     "load_table",
     "make_mask",
     "memory_limit",
+    "mixed_precision",
     "sample_masks",
     "save_pretrained",
     "set_memory_limit",

@@ -682,6 +682,12 @@ def _add_condition_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=_number(int), default=16, help="latent draws per query")
     p.add_argument("--chunk", type=_number(int), default=64, help="queries per shard")
     p.add_argument("--limit", type=_number(int), default=None, help="only the first this many items")
+    p.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="decoder arithmetic (bfloat16: for CUDA)",
+    )
     p.add_argument("--out", required=True, help="output folder (a rerun into it completes it)")
 
 
@@ -709,6 +715,7 @@ def _run_condition_dataset(args: argparse.Namespace) -> None:
         samples=args.samples,
         chunk=args.chunk,
         limit=args.limit,
+        precision=args.precision,
     )
     out = condition_dataset(
         settings, args.out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress

@@ -16,6 +16,7 @@ one (to float rounding of batched kernels).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from condvae.evaluate import load_model_dataset
 from condvae.guards import check_count, check_output_folder
 from condvae.masks import RANDOM_KINDS, make_mask, sample_masks
 from condvae.models import VAE
+from condvae.models.precision import mixed_precision
 from condvae.store import from_pretrained
 from condvae.streams import generator
 
@@ -57,6 +59,7 @@ class Settings:
     samples: int = 16  # latent draws per query (float32)
     chunk: int = 64
     limit: int | None = None  # the first this many items of the split
+    precision: str = "float32"  # or "bfloat16": decoder forward passes under autocast (for CUDA)
 
 
 def _dataset(vae: VAE, spec: str, data_dir: str | None, limit: int | None) -> torch.Tensor:
@@ -145,6 +148,9 @@ def condition_dataset(
     if s.limit is not None:
         check_count(s.limit, "limit", what="number of items")
     check_method(s.method, s.options)
+    if s.precision not in ("float32", "bfloat16"):
+        raise CondVAEError(f"precision: expected float32 or bfloat16, got {s.precision!r}")
+    precision = mixed_precision if s.precision == "bfloat16" else contextlib.nullcontext
     out = check_output_folder(out)
     distributed.setup(device)
     vae = from_pretrained(s.model, device=device)
@@ -163,7 +169,8 @@ def condition_dataset(
         if _done(path, hi - lo):
             continue  # written by an earlier run: not recomputed
         index = torch.arange(lo, hi)
-        result = _chunk_result(vae, x[lo:hi].to(vae.device), masks[lo:hi].to(vae.device), index, s)
+        with precision():
+            result = _chunk_result(vae, x[lo:hi].to(vae.device), masks[lo:hi].to(vae.device), index, s)
         atomic_save_tensors(path, result, {"chunk": str(c)})
         written += 1
     distributed.barrier()

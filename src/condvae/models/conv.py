@@ -16,6 +16,7 @@ from torch.distributions import Distribution
 
 from condvae.errors import CondVAEError
 from condvae.models.base import VAE, diagonal_normal
+from condvae.models.precision import decoder_forward
 
 
 class ConvVAE(VAE):
@@ -86,5 +87,5 @@ class ConvVAE(VAE):
 
     def decode(self, z: torch.Tensor) -> Distribution:
         lead = z.shape[:-1]
-        raw = self.decoder(z.reshape(-1, self.latent_dim))
+        raw = decoder_forward(self.decoder, self.device, z.reshape(-1, self.latent_dim))
         return self.likelihood(raw.reshape(*lead, *raw.shape[1:]))

@@ -31,6 +31,7 @@ from torch.distributions import Distribution, Normal, constraints
 from condvae.errors import CondVAEError
 from condvae.models.base import VAE
 from condvae.models.mlp import ACTIVATIONS, mlp
+from condvae.models.precision import decoder_forward
 
 Head = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -174,7 +175,7 @@ class HierarchicalVAE(VAE):
 
     def decode(self, z: torch.Tensor) -> Distribution:
         lead = z.shape[:-1]
-        raw = self.output(self.states(z)[-1])
+        raw = decoder_forward(lambda z: self.output(self.states(z)[-1]), self.device, z)
         return self.likelihood(raw.reshape(*lead, *self._raw_shape))
 
     @property

@@ -17,6 +17,7 @@ from torch.distributions import Distribution
 
 from condvae.errors import CondVAEError
 from condvae.models.base import VAE, diagonal_normal
+from condvae.models.precision import decoder_forward
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
@@ -113,8 +114,12 @@ class MLPVAE(VAE):
             rows = self._rows_with_grad(x, mask)
         if rows is None:
             return super().log_likelihood(x, z, mask)
-        hidden = self.decoder[:-1](z)  # [..., B, h]
-        raw = torch.einsum("...bh,bnph->...bnp", hidden, rows.weight) + rows.bias
+
+        def observed(z: torch.Tensor) -> torch.Tensor:
+            hidden = self.decoder[:-1](z)  # [..., B, h]
+            return torch.einsum("...bh,bnph->...bnp", hidden, rows.weight) + rows.bias
+
+        raw = decoder_forward(observed, self.device, z)
         per_dim = self.likelihood.log_prob_flat(raw, rows.x, rows.index)
         return (per_dim * rows.valid).sum(-1)
 
@@ -131,6 +136,6 @@ class MLPVAE(VAE):
         return prepared._replace(weight=last.weight[rows], bias=last.bias[rows])
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        raw = self.decoder(z)
+        raw = decoder_forward(self.decoder, self.device, z)
         shape = (self.likelihood.params_per_dim * self.data_shape[0], *self.data_shape[1:])
         return self.likelihood(raw.unflatten(-1, shape))

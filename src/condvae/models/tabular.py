@@ -36,6 +36,7 @@ from condvae.errors import CondVAEError, DataError
 from condvae.models.base import VAE, diagonal_normal
 from condvae.models.likelihoods import Likelihood
 from condvae.models.mlp import ACTIVATIONS, mlp
+from condvae.models.precision import decoder_forward
 
 KINDS = ("gaussian", "bernoulli", "categorical")
 
@@ -349,7 +350,7 @@ class TabularVAE(VAE):
         return self.encode_partial(x, ~torch.isnan(x))
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        return self.likelihood(self.decoder(z))
+        return self.likelihood(decoder_forward(self.decoder, self.device, z))
 
     def log_likelihood(
         self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None, prepared: Any = None
