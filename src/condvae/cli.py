@@ -704,19 +704,19 @@ def _option_value(text: str) -> tuple[str, Any]:
 def _run_condition_dataset(args: argparse.Namespace) -> None:
     from condvae.sharded import Settings, condition_dataset, read_results
 
-    settings = Settings(
-        model=args.model,
-        dataset=args.dataset,
-        mask=args.mask,
-        method=args.method,
-        options=dict(_option_value(o) for o in args.option),
-        seed=args.seed,
-        completions=args.completions,
-        samples=args.samples,
-        chunk=args.chunk,
-        limit=args.limit,
-        precision=args.precision,
+    names = (
+        "model",
+        "dataset",
+        "mask",
+        "method",
+        "seed",
+        "completions",
+        "samples",
+        "chunk",
+        "limit",
+        "precision",
     )
+    settings = Settings(**_pick(args, *names), options=dict(_option_value(o) for o in args.option))
     out = condition_dataset(
         settings, args.out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress
     )
