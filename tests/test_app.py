@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -473,3 +474,32 @@ def test_option_checks_are_cached_by_type_too() -> None:
     assert check_options("gvi", {"iw": 1}) == {"iw": 1}
     with pytest.raises(CondVAEError, match="iw: expected int"):
         check_options("gvi", {"iw": True})  # True == 1 and hashes alike: the cache must tell them apart
+
+
+def test_operator_configured_models_only_by_name(tmp_path: Path) -> None:
+    """``ServeConfig.extra`` names a model directory the operator chose; a client still names
+    it, never its path."""
+    import torch
+
+    from condvae import save_pretrained
+    from condvae.models import build_model
+
+    torch.manual_seed(0)
+    mine = build_model({"architecture": "mlp", "latent_dim": 2, "hidden": [8], "data_shape": [1, 28, 28]})
+    save_pretrained(mine, tmp_path / "mine")
+    with TestClient(create_app(ServeConfig(models=(TABLE,), extra={"mine": str(tmp_path / "mine")}))) as c:
+        names = [m["name"] for m in c.get("/api/models").json()]
+        assert names == [TABLE, "mine"]
+        x = c.get("/api/models/mine/examples").json()["x"][0]
+        assert (
+            c.post(
+                "/api/condition",
+                json={"model": "mine", "x": x, "mask": TOP, "method": "gvi", "options": {"steps": 5}},
+            ).status_code
+            == 200
+        )
+        error(
+            c.post("/api/condition", json={"model": str(tmp_path / "mine"), "x": x, "mask": TOP}),
+            404,
+            "model:",
+        )

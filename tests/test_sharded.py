@@ -106,6 +106,10 @@ def test_rules_of_an_output_folder(synthetic_data: Path, tmp_path: Path) -> None
         condition_dataset(settings(dataset="mnist"), tmp_path / "p", data_dir=str(synthetic_data))
     with pytest.raises(CondVAEError, match="options"):
         condition_dataset(settings(options={"stpes": 3}), tmp_path / "q", data_dir=str(synthetic_data))
+    with pytest.raises(CondVAEError, match="samples: "):
+        condition_dataset(settings(samples=10**12), tmp_path / "s", data_dir=str(synthetic_data))
+    with pytest.raises(CondVAEError, match="completions: "):
+        condition_dataset(settings(completions=10**9), tmp_path / "t", data_dir=str(synthetic_data))
     with pytest.raises(CondVAEError, match="precision: expected float32 or bfloat16"):
         condition_dataset(settings(precision="half"), tmp_path / "r", data_dir=str(synthetic_data))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
 import types
@@ -762,7 +763,13 @@ def _run_serve(args: argparse.Namespace) -> None:
     with socket.socket(family) as probe:  # a port in use is one line now, not a uvicorn trace later
         try:
             probe.bind((args.host, args.port))
+        except socket.gaierror as err:
+            raise CondVAEError(
+                f"host: {args.host!r} is not an address of this machine ({err.strerror})"
+            ) from None
         except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise CondVAEError(f"host: {args.host!r} is not an address of this machine") from None
             raise CondVAEError(f"port: cannot listen on {args.host}:{args.port} ({err.strerror})") from None
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     config = ServeConfig(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,12 +29,12 @@ from tqdm.auto import tqdm
 
 from condvae import distributed
 from condvae.checkpoint import atomic_save_tensors, atomic_write_bytes, discard_temp_files, read_tensors
-from condvae.conditioning import check_method, condition
+from condvae.conditioning import METHODS, Query, check_method, condition
 from condvae.data.binarize import fixed_binarize
 from condvae.data.tables import is_table_name
 from condvae.errors import CheckpointError, CondVAEError
 from condvae.evaluate import load_model_dataset
-from condvae.guards import check_count, check_output_folder
+from condvae.guards import check_count, check_memory, check_output_folder
 from condvae.masks import RANDOM_KINDS, make_mask, sample_masks
 from condvae.models import VAE
 from condvae.models.precision import mixed_precision
@@ -154,8 +155,16 @@ def condition_dataset(
     out = check_output_folder(out)
     distributed.setup(device)
     vae = from_pretrained(s.model, device=device)
+    # what one chunk keeps, checked before any data is read or fit started
+    per_item = 4 * math.prod(vae.data_shape)
+    check_memory(s.chunk * s.completions * per_item, "completions", f"{s.completions} completions per query")
+    check_memory(s.chunk * s.samples * 4 * vae.latent_dim, "samples", f"{s.samples} latent draws per query")
     x = _dataset(vae, s.dataset, data_dir, s.limit)
     masks = query_masks(s.mask, len(x), tuple(vae.data_shape), s.seed)
+    if len(x) == 0:
+        raise CondVAEError(f"dataset: {s.dataset} has no items")
+    # the method built on the first query: option values are refused before anything is written
+    METHODS[s.method](Query(vae, x[:1].to(vae.device), masks[:1].to(vae.device), s.seed), **s.options)
     chunks = -(-len(x) // s.chunk)
     _check_manifest(out, s, chunks)
     distributed.barrier()  # the folder and manifest exist before any rank writes a shard

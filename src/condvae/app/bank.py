@@ -40,7 +40,6 @@ class ModelBank:
         self._vaes: dict[str, VAE] = {}
         self._problems: dict[str, Problem] = {}
         self._examples: dict[str, dict[str, Any]] = {}
-        self.missing: dict[str, str] = {}
         self._infos: dict[str, dict[str, Any]] = {}
         self._encoders: dict[str, PartialEncoder] = {}
         self._lock = threading.Lock()
@@ -123,7 +122,7 @@ class ModelBank:
                 items = load_model_dataset(vae, dataset, "test", self.data_dir).x[:EXAMPLES]
                 if getattr(vae.likelihood, "name", "") == "bernoulli":
                     items = fixed_binarize(items)
-        except (DataError, CondVAEError, OSError) as err:
+        except (DataError, CondVAEError, OSError):
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # the same examples at every start
                 p = vae.decode(vae.prior.sample((EXAMPLES,)))
@@ -133,7 +132,6 @@ class ModelBank:
                 elif getattr(vae.likelihood, "name", "") == "bernoulli":
                     items = (items > 0.5).float()
             source = f"draws of the model ({dataset or 'its data'} is not on this server)"
-            self.missing[name] = str(err)  # for the operator, not the page
         found = {"source": source, "items": items}
         with self._lock:
             self._examples[name] = found

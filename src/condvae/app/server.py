@@ -170,7 +170,7 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
     @app.get("/api/methods")
     async def methods() -> dict[str, Any]:
         """Every conditioning method with the options a client may set and their defaults."""
-        return service.method_table(bank)
+        return service.method_table()
 
     async def _submit(
         kind: str, body: dict[str, Any] | ConditionRequest | DesignRequest, small: bool = False
@@ -192,9 +192,9 @@ def create_app(config: ServeConfig | None = None, bank: ModelBank | None = None)
         req2 = body if isinstance(body, DesignRequest) else DesignRequest.model_validate(body)
         design_work = await checked(service.prepare_design, req2)
         run = functools.partial(service.run_designs, bank)
-        return queue.submit(
-            kind, run, design_work, service.design_key(design_work), service.lane(design_work.method)
-        )
+        # no batch key: the EIG estimators draw completions for a whole batch at once, so an
+        # item's scores would depend on its batch mates; design jobs run one by one
+        return queue.submit(kind, run, design_work, None, service.lane(design_work.method))
 
     def _small(request: Request, body: ConditionRequest | DesignRequest) -> bool:
         length = request.headers.get("content-length", "")

@@ -57,7 +57,7 @@ def app_options(cls: type[Posterior]) -> list[dict[str, Any]]:
     return out
 
 
-def method_table(bank: ModelBank) -> dict[str, Any]:
+def method_table() -> dict[str, Any]:
     return {
         name: {
             "options": app_options(cls),
@@ -390,12 +390,6 @@ def prepare_design(bank: ModelBank, cfg: ServeConfig, req: DesignRequest) -> Des
     it = item(bank, cfg, req, need_mask=False)
     bank.problem(it.name)  # load the classifier now, so a missing one is a 400, not a failed job
     return DesignJob(it, req.method, req.seed, req.completions)
-
-
-def design_key(job: DesignJob) -> None:
-    """None: design jobs run alone (the information-gain estimators draw their completions for
-    the whole batch at once, so an item's scores would depend on its batch mates)."""
-    return None
 
 
 def run_designs(bank: ModelBank, jobs: list[DesignJob]) -> list[dict[str, Any]]:
