@@ -6,12 +6,14 @@ method must do whatever its accuracy. A method without a row in ``FAST`` fails h
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from typing import Any
 
 import pytest
 import torch
+from virtual_device import virtual_device
 
 from condvae import METHODS, LinearGaussianVAE, condition
 from condvae.conditioning.base import Posterior
@@ -178,3 +180,24 @@ def test_a_seed_that_is_not_an_integer_is_refused(seed: object) -> None:
     model, x, mask = _model(2)
     with pytest.raises(CondVAEError, match=r"^seed: expected an integer"):
         condition(model, x, mask, seed=seed)  # type: ignore[arg-type]
+
+
+def test_another_device_gives_the_same_answer_there(method: str) -> None:
+    """On a second device (see virtual_device.py: CUDA's rules on mixing devices, the CPU's
+    kernels), nothing is left on the CPU and the draws are the CPU's exactly, since every
+    random stream is a hash computed where the model is."""
+    model, x, mask, options = _setup(method)
+    on_cpu = condition(model, x, mask, method=method, **options)  # fresh: each sample() reads a new block
+    z, means = on_cpu.sample(4), on_cpu.complete(3, mean=True)
+    with virtual_device() as device:
+        moved = {
+            k: copy.deepcopy(v).to(device) if isinstance(v, torch.nn.Module) else v
+            for k, v in options.items()
+        }
+        post = condition(copy.deepcopy(model).to(device), x, mask, method=method, **moved)
+        there = post.sample(4), post.complete(3, mean=True)
+        assert [t.device for t in there] == [device, device]
+        if post.has_density:
+            assert post.c_elbo(16).device == device
+        torch.testing.assert_close(there[0].cpu(), z, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(there[1].cpu(), means, atol=1e-5, rtol=1e-5)

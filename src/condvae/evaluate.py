@@ -21,6 +21,7 @@ from condvae.data import ImageData, fixed_binarize, load_dataset, load_image
 from condvae.data.tables import is_table_name, load_table
 from condvae.errors import CondVAEError
 from condvae.models import VAE
+from condvae.streams import seeded
 
 
 @torch.no_grad()
@@ -60,8 +61,7 @@ def evaluate(
     batch_size = batch_size or max(1, min(len(x), 100_000 // chunk))
     elbo_sum, nll_sum = 0.0, 0.0
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[] if model.device.type == "cpu" else [model.device]):
-        torch.manual_seed(seed)
+    with seeded(seed, model.device):
         batches = range(0, len(x), batch_size)
         for start in tqdm(batches, disable=not progress, desc=f"evaluate k={k}"):
             batch = x[start : start + batch_size].to(model.device)

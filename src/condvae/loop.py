@@ -52,6 +52,7 @@ from condvae.checkpoint import (
     read_tensors,
 )
 from condvae.errors import CheckpointError, CondVAEError
+from condvae.guards import check_device
 from condvae.streams import generator, seed_for
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -73,7 +74,7 @@ class LoopConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     limit_train: int | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # a torch.device is accepted and stored as its name (the config is JSON)
     # the global batch is cut into this many micro-batches, each with its own random draws, and
     # their gradients summed; under torchrun each rank takes every world-th one. None: as many
     # as processes. A run's weights depend on it, never on the number of processes.
@@ -91,6 +92,7 @@ class LoopConfig:
                 raise CondVAEError(f"{name}: expected {kind} integer, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise CondVAEError(f"lr: expected a positive learning rate, got {self.lr}")
+        self.device = str(check_device(self.device))
         if not (0 <= self.lr_min <= self.lr):
             raise CondVAEError(f"lr_min: expected a learning rate in [0, lr = {self.lr}], got {self.lr_min}")
 

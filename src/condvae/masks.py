@@ -33,6 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from condvae.errors import CondVAEError
+from condvae.guards import check_device
 
 HALVES = ("top-half", "bottom-half", "left-half", "right-half")
 QUADRANTS = ("tl", "tr", "bl", "br")
@@ -50,10 +51,18 @@ def _ints(text: str, count: int, spec: str) -> list[int]:
     return values
 
 
-def make_mask(spec: str, data_shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """One bool mask of ``data_shape`` from ``spec`` (see the module table), seeded."""
+def make_mask(
+    spec: str, data_shape: tuple[int, ...], seed: int = 0, device: str | torch.device | None = None
+) -> torch.Tensor:
+    """One bool mask of ``data_shape`` from ``spec`` (see the module table), seeded, on ``device``
+    (default cpu). It is drawn on the CPU, so a seed gives the same mask on every device."""
+    mask = _make_mask(spec, data_shape, seed)
+    return mask if device is None else mask.to(check_device(device))
+
+
+def _make_mask(spec: str, data_shape: tuple[int, ...], seed: int) -> torch.Tensor:
     if spec.startswith("~"):
-        return ~make_mask(spec[1:], data_shape, seed)
+        return ~_make_mask(spec[1:], data_shape, seed)
     if spec in RANDOM_KINDS or spec == "mixture":
         return sample_masks(spec, 1, data_shape, torch.Generator().manual_seed(seed))[0]
     if spec.startswith("random:"):
@@ -90,18 +99,30 @@ def make_mask(spec: str, data_shape: tuple[int, ...], seed: int = 0) -> torch.Te
 
 
 def sample_masks(
-    spec: str, n: int, data_shape: tuple[int, ...], generator: torch.Generator | None = None
+    spec: str,
+    n: int,
+    data_shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """``n`` independent masks ``[n, *data_shape]`` of a random kind (``random``, ``box``,
     ``half``, ``quadrant``, ``freeform``, ``mixture``, ``random:P`` or ``~`` of one), drawn
-    with ``generator`` (vectorised: this runs inside training loops)."""
+    with the CPU ``generator`` (vectorised: this runs inside training loops) and returned on
+    ``device`` (default cpu), so that a generator's draws are the same masks on every device."""
+    masks = _sample_masks(spec, n, data_shape, generator)
+    return masks if device is None else masks.to(check_device(device))
+
+
+def _sample_masks(
+    spec: str, n: int, data_shape: tuple[int, ...], generator: torch.Generator | None
+) -> torch.Tensor:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise CondVAEError(f"n: expected a non-negative number of masks, got {n!r}")
     if not isinstance(spec, str):
         raise CondVAEError(f"mask: expected a mask kind (str), got {type(spec).__name__}")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     if spec.startswith("~"):
-        return ~sample_masks(spec[1:], n, data_shape, gen)
+        return ~_sample_masks(spec[1:], n, data_shape, gen)
     flat = len(data_shape) != 3
     size = tuple(data_shape) if flat else tuple(data_shape[-2:])
     if spec.startswith("random"):

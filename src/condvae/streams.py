@@ -15,8 +15,10 @@ the digest), and ``index`` (a step, a sampling call) selects a fresh block of th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -61,6 +63,18 @@ def seed_for(seed: int, name: str, *index: int) -> int:
 def generator(seed: int, name: str, *index: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded by :func:`seed_for`."""
     return torch.Generator().manual_seed(seed_for(seed, name, *index))
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Within the block the global RNGs that ``device`` draws from (the CPU's, and its own where
+    torch keeps one per device, as for CUDA) are seeded with ``seed``; afterwards they are as
+    before, so that a score under a fixed seed leaves the caller's random state untouched."""
+    module = getattr(torch, device.type, None)
+    own = device.type != "cpu" and callable(getattr(module, "get_rng_state", None))
+    with torch.random.fork_rng(devices=[device] if own else [], device_type=device.type if own else "cuda"):
+        torch.manual_seed(seed)
+        yield
 
 
 def query_keys(x: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:

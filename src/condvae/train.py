@@ -43,7 +43,7 @@ from condvae.loop import LoopConfig, Outcome, Phase, Trainee, run
 from condvae.models import VAE, TabularVAE, build_model
 from condvae.models.tabular import check_columns
 from condvae.store import save_pretrained
-from condvae.streams import seed_for
+from condvae.streams import seed_for, seeded
 
 
 @dataclass
@@ -116,8 +116,7 @@ def _mean_score(model: VAE, x: torch.Tensor, score: Any, batch_size: int, seed: 
     was_training = model.training
     model.eval()
     total = 0.0
-    with torch.random.fork_rng(devices=[] if model.device.type == "cpu" else [model.device]):
-        torch.manual_seed(seed)
+    with seeded(seed, model.device):
         for start in range(0, x.shape[0], batch_size):
             total += float(score(x[start : start + batch_size].to(model.device)).sum())
     model.train(was_training)

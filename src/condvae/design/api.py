@@ -33,7 +33,7 @@ from condvae.design.greedy import DesignResult, EIGChooser, OrderChooser, Random
 from condvae.design.predict import ClassPrediction, TargetPrediction
 from condvae.errors import CondVAEError
 from condvae.evaluate import load_model_dataset
-from condvae.guards import check_count
+from condvae.guards import check_count, check_device
 from condvae.models import VAE
 from condvae.models.linear_gaussian import LinearGaussianVAE
 from condvae.partial.ipa import resolve_encoder
@@ -68,8 +68,16 @@ class Problem:
         return len(self.vae.data_shape) == 3
 
 
-def _load(model: VAE | str | Path) -> VAE:
-    return model if isinstance(model, VAE) else from_pretrained(model)
+def _load(model: VAE | str | Path, device: str | torch.device | None) -> VAE:
+    """A bundled name or directory is loaded onto ``device`` (default cpu); a model stays where it is."""
+    if not isinstance(model, VAE):
+        return from_pretrained(model, "cpu" if device is None else device)
+    if device is not None and check_device(device) != model.device:
+        raise CondVAEError(
+            f"device: the model is on {model.device}, not {device}; move it with .to({str(device)!r}) "
+            "or pass its name to load it there"
+        )
+    return model
 
 
 def _dataset(vae: VAE) -> str | None:
@@ -128,6 +136,7 @@ def problem(
     eig: str | None = None,
     costs: Sequence[float] | torch.Tensor | None = None,
     data_dir: str | None = None,
+    device: str | torch.device | None = None,
 ) -> Problem:
     """What can be observed for ``model`` and how it is scored.
 
@@ -136,8 +145,9 @@ def problem(
     unless ``classifier`` is given) or ``eig="latent"``. Tables: one candidate per feature but
     ``target`` (default: the column named "target"), scored by the latent-space EIG towards it.
     ``costs``: one positive cost per candidate; the greedy rule maximises EIG per unit cost.
+    ``device``: where a named model is loaded (default cpu); a model object is used where it is.
     """
-    vae = _load(model)
+    vae = _load(model, device)
     dataset = _dataset(vae)
     if len(vae.data_shape) == 3:
         if target is not None:
@@ -153,7 +163,7 @@ def problem(
             )
         scorer = _scorer(kind, vae, clf, None)
         predict = ClassPrediction(clf) if clf is not None else (lambda x, mask, completions: {})
-        return Problem(vae, candidates, scorer, predict, dataset, None, clf, data_dir)
+        return Problem(vae, candidates.to(vae.device), scorer, predict, dataset, None, clf, data_dir)
     if patch is not None:
         raise CondVAEError(f"patch: this model's data are feature vectors {list(vae.data_shape)}, not images")
     columns = list(getattr(vae, "column_names", [f"x{i}" for i in range(vae.data_shape[0])]))
@@ -172,7 +182,9 @@ def problem(
         target_mask[index] = True
     scorer = LatentEIG(_encoder(vae), target_mask)
     predict = TargetPrediction(vae, index) if index is not None else (lambda x, mask, completions: {})
-    return Problem(vae, candidates, scorer, predict, dataset, target, None, data_dir, target_mask)
+    return Problem(
+        vae, candidates.to(vae.device), scorer, predict, dataset, target, None, data_dir, target_mask
+    )
 
 
 def _costs(costs: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
@@ -302,7 +314,7 @@ def design(
     """``steps`` greedy steps of experimental design for each item of ``x`` (true values known).
 
     ``model``: a ``Problem`` or a VAE / bundled name, set up with ``setup`` (``patch``,
-    ``classifier``, ``target``, ``eig``, ``costs``, ``data_dir``: see ``problem``). ``mask``:
+    ``classifier``, ``target``, ``eig``, ``costs``, ``data_dir``, ``device``: see ``problem``). ``mask``:
     evidence before the first step (default none). ``completions``: N per item and step.
     ``train``: items for ``unconditional`` and ``sing`` (default: the model's training split).
     ``order``: a ready SING order. ``options``: the conditioning method's options.

@@ -30,6 +30,7 @@ from torch.distributions import Distribution
 from condvae.errors import CondVAEError
 from condvae.models.base import VAE, diagonal_normal
 from condvae.models.source import build_source, first_line, import_factory, locate, owner_of, resolve_path
+from condvae.streams import seeded
 
 # What a decoder may return, per likelihood (and "distribution": a torch Distribution).
 DECODER_OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -269,9 +270,7 @@ class WrappedVAE(VAE):
         from them) in eval mode; refuse a mismatch in one line naming the argument, warn where
         a value is suspicious but may be legitimate. Fixes ``decoder_output`` and
         ``encoder_output`` when they were left to be detected."""
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # the probe leaves the user's RNG untouched
-            torch.manual_seed(0)
+        with seeded(0, self.device):  # the probe leaves the user's RNG untouched
             z = torch.randn(PROBE_SIZE, self.latent_dim).to(self.device)
             first = self._probe_decoder(z)
             second = self._try("decoder", z)

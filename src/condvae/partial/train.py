@@ -124,7 +124,9 @@ def train_partial_encoder(
     bernoulli = vae.likelihood.name == "bernoulli"
     valid_x = valid_x[: cfg.valid_size]
     valid_x = fixed_binarize(valid_x) if bernoulli else valid_x
-    valid_mask = sample_masks(cfg.masks, len(valid_x), vae.data_shape, generator(cfg.seed, "valid/masks"))
+    valid_mask = sample_masks(
+        cfg.masks, len(valid_x), vae.data_shape, generator(cfg.seed, "valid/masks"), device=valid_x.device
+    )
     valid_mask &= ~torch.isnan(valid_x)  # a table's missing entries are never evidence
     has_encoder = _has_encoder(vae, valid_x[:2])
     if cfg.objective == "forward" and not has_encoder:
@@ -137,7 +139,7 @@ def train_partial_encoder(
 
     def step(phase: int, t: int, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = torch.bernoulli(train_x[batch], generator=gen) if bernoulli else train_x[batch]
-        mask = sample_masks(cfg.masks, len(x), vae.data_shape, gen) & ~torch.isnan(x)  # observed only
+        mask = sample_masks(cfg.masks, len(x), vae.data_shape, gen, device=x.device) & ~torch.isnan(x)
         x, mask = x.to(cfg.device), mask.to(cfg.device)
         if cfg.objective == "forward":
             return encoder.forward_kl(vae, x, mask).mean()
