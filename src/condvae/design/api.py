@@ -39,6 +39,7 @@ from condvae.models.linear_gaussian import LinearGaussianVAE
 from condvae.partial.ipa import resolve_encoder
 from condvae.partial.pretrained import find_bundled
 from condvae.store import from_pretrained
+from condvae.streams import seed_for, seeded
 
 BASELINES = ("unconditional", "random", "sing")
 
@@ -340,38 +341,42 @@ def design(
             f"steps: {steps} is more than the {int(left[item])} candidates item {item} has not seen yet"
         )
     method = predictive_method(prob, strategy)
-    complete = MethodCompletions(prob.vae, method, seed, options if method == strategy else None)
-    if strategy == "random":
-        chooser: Any = RandomChooser(prob.candidates, seed)
-    elif strategy == "sing":
-        if order is not None and (
-            not all(isinstance(c, int) and 0 <= c < len(prob.candidates) for c in order) or len(order) < steps
-        ):
-            raise CondVAEError(
-                f"order: expected at least {steps} candidate indices in 0..{len(prob.candidates) - 1}, "
-                f"got {order!r}"
-            )
-        if order is None:
-            order = sing_order(prob, training_items(prob, train), steps, completions, method, seed=seed)
-        chooser = OrderChooser(list(order), prob.candidates)
-    elif strategy == "unconditional":
-        pool = UnconditionalCompletions(training_items(prob, train), seed)
-        chooser = EIGChooser(prob.eig, prob.candidates, pool, completions)
-    else:
-        chooser = EIGChooser(prob.eig, prob.candidates)
-    result = run(
-        x,
-        mask,
-        prob.candidates,
-        steps,
-        chooser,
-        complete,
-        prob.predict,
-        completions,
-        prob.eig.decoded,
-        strategy,
-        progress,
-    )
+    # completions draw y ~ p(y | z) from torch's global generator: a fixed seed for them makes
+    # a design a function of its arguments, not of what the caller drew before
+    with seeded(seed_for(seed, "design/noise"), prob.vae.device):
+        complete = MethodCompletions(prob.vae, method, seed, options if method == strategy else None)
+        if strategy == "random":
+            chooser: Any = RandomChooser(prob.candidates, seed)
+        elif strategy == "sing":
+            if order is not None and (
+                not all(isinstance(c, int) and 0 <= c < len(prob.candidates) for c in order)
+                or len(order) < steps
+            ):
+                raise CondVAEError(
+                    f"order: expected at least {steps} candidate indices in 0..{len(prob.candidates) - 1}, "
+                    f"got {order!r}"
+                )
+            if order is None:
+                order = sing_order(prob, training_items(prob, train), steps, completions, method, seed=seed)
+            chooser = OrderChooser(list(order), prob.candidates)
+        elif strategy == "unconditional":
+            pool = UnconditionalCompletions(training_items(prob, train), seed)
+            chooser = EIGChooser(prob.eig, prob.candidates, pool, completions)
+        else:
+            chooser = EIGChooser(prob.eig, prob.candidates)
+        result = run(
+            x,
+            mask,
+            prob.candidates,
+            steps,
+            chooser,
+            complete,
+            prob.predict,
+            completions,
+            prob.eig.decoded,
+            strategy,
+            progress,
+        )
     result.info = {"completions": method, "eig": type(prob.eig).__name__}
     if order is not None:
         result.info["order"] = ", ".join(prob.candidates.names[i] for i in order)
@@ -392,8 +397,9 @@ def gains(
     if not isinstance(x, torch.Tensor) or not isinstance(mask, torch.Tensor) or x.shape != mask.shape:
         raise CondVAEError("mask: expected a bool tensor of the shape of x (True = observed)")
     x, mask = check_items(prob, torch.where(mask.bool(), x.nan_to_num(0), torch.zeros_like(x)), mask)
-    fill = MethodCompletions(prob.vae, method, seed)(x, mask, completions, prob.eig.decoded, 0).fill
-    return prob.eig(x, mask, fill, prob.candidates.to(x.device))
+    with seeded(seed_for(seed, "design/noise"), prob.vae.device):
+        fill = MethodCompletions(prob.vae, method, seed)(x, mask, completions, prob.eig.decoded, 0).fill
+        return prob.eig(x, mask, fill, prob.candidates.to(x.device))
 
 
 __all__ = ["BASELINES", "PartialClassifier", "Problem", "design", "gains", "problem", "sing_order"]
