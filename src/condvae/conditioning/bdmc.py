@@ -26,6 +26,7 @@ from condvae.conditioning.base import Query, reparameterize
 from condvae.conditioning.variational import frozen
 from condvae.errors import CondVAEError
 from condvae.models import VAE
+from condvae.streams import seeded
 
 
 @dataclasses.dataclass
@@ -48,9 +49,8 @@ def simulate(vae: VAE, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
         raise CondVAEError(f"n: expected a positive number of items, got {n!r}")
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, vae.latent_dim, generator=gen).to(vae.device)
-    with frozen(vae):
+    with frozen(vae), seeded(seed, vae.device):  # p(x | z).sample() draws from torch's global generator
         z = reparameterize(vae.prior, eps)
-        torch.manual_seed(seed)  # p(x | z).sample() draws from torch's global generator
         x = vae.decode(z).sample()
     return x, z
 
