@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-from virtual_device import virtual_device
+from torch import nn
+from virtual_device import counting_syncs, virtual_device
 
 from condvae import METHODS, LinearGaussianVAE, condition
 from condvae.conditioning.base import Posterior
@@ -182,6 +183,11 @@ def test_a_seed_that_is_not_an_integer_is_refused(seed: object) -> None:
         condition(model, x, mask, seed=seed)  # type: ignore[arg-type]
 
 
+def _moved(options: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """``options`` with a copy of each module (a partial encoder) on ``device``."""
+    return {k: copy.deepcopy(v).to(device) if isinstance(v, nn.Module) else v for k, v in options.items()}
+
+
 def test_another_device_gives_the_same_answer_there(method: str) -> None:
     """On a second device (see virtual_device.py: CUDA's rules on mixing devices, the CPU's
     kernels), nothing is left on the CPU and the draws are the CPU's exactly, since every
@@ -201,3 +207,27 @@ def test_another_device_gives_the_same_answer_there(method: str) -> None:
             assert post.c_elbo(16).device == device
         torch.testing.assert_close(there[0].cpu(), z, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(there[1].cpu(), means, atol=1e-5, rtol=1e-5)
+
+
+# The option that sets how much work a fit does, where it has one: doubling it must not add reads
+# of device values on the host (each one stalls a GPU's queue).
+WORK = ("steps", "warmup", "temperatures", "particles", "budget", "size")
+
+
+def test_a_longer_fit_asks_the_host_no_more_often(method: str) -> None:
+    model, x, mask, options = _setup(method)
+    work = next((name for name in WORK if name in options), None)
+    if work is None:
+        pytest.skip(f"{method} has no option that sets its amount of work")
+    reads = []
+    for scale in (1, 2):
+        with counting_syncs() as virtual:
+            moved = {
+                k: copy.deepcopy(v).to(virtual.device) if isinstance(v, torch.nn.Module) else v
+                for k, v in options.items()
+            }
+            vae = copy.deepcopy(model).to(virtual.device)
+            before = virtual.syncs
+            condition(vae, x, mask, method=method, **{**moved, work: options[work] * scale})
+            reads.append(virtual.syncs - before)
+    assert reads[1] <= reads[0], f"{work}: x1 read the device {reads[0]} times, x2 {reads[1]}"

@@ -72,6 +72,10 @@ class Remote(torch.Tensor):
         raise RuntimeError(f"{func}: a {DEVICE} tensor used outside virtual_device()")
 
 
+# Operations that bring a device value to the host (a copy to the CPU, ``item()``, ``bool()``).
+HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
+COPIES = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
+
 # Constructors from Python data that allocate on the target device without dispatching.
 FROM_DATA = {torch.tensor, torch.as_tensor, torch.asarray, torch.Tensor.new_tensor}
 
@@ -90,6 +94,10 @@ class _Constructors(TorchFunctionMode):
 
 
 class _Mode(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs = 0  # reads of device values on the host: each one stalls a GPU's queue
+
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = dict(kwargs or {})
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
@@ -111,6 +119,8 @@ class _Mode(TorchDispatchMode):
             raise RuntimeError(
                 f"{func}: expected a '{DEVICE.type}' device type for generator but found 'cpu'"
             )
+        if remote and (func in HOST_READS or (func in COPIES and not target)):
+            self.syncs += 1
         inputs = {id(t.data_): t for t in tensors if isinstance(t, Remote)}
         out = func(*tree_map(_unwrap, args), **tree_map(_unwrap, kwargs))
         if not target:
@@ -129,8 +139,27 @@ def _wrap(value: object, inputs: dict[int, Remote]) -> object:
     return same if same is not None else Remote(value)
 
 
+class Device:
+    """What ``virtual_device()`` yields: the ``device`` and a count of host ``syncs`` so far."""
+
+    def __init__(self, mode: _Mode) -> None:
+        self.device, self._mode = DEVICE, mode
+
+    @property
+    def syncs(self) -> int:
+        return self._mode.syncs
+
+
 @contextlib.contextmanager
 def virtual_device() -> Iterator[torch.device]:
     """Within the block, ``DEVICE`` behaves as a second device; yields it."""
     with _Constructors(), _Mode():
         yield DEVICE
+
+
+@contextlib.contextmanager
+def counting_syncs() -> Iterator[Device]:
+    """``virtual_device()`` that also counts how often a device value is read on the host."""
+    mode = _Mode()
+    with _Constructors(), mode:
+        yield Device(mode)

@@ -100,7 +100,10 @@ def anneal(
         if resample > 0:
             ess = 1.0 / (torch.softmax(log_w, 0) ** 2).sum(0)
             low = ess < resample * k
-            if bool(low.any()):
+            # Resampling is a no-op for queries not low, so the host need not ask whether any
+            # is: on the CPU asking is free and skips the work; on a GPU it would stall the
+            # queue once per temperature, so there every temperature resamples the low ones.
+            if device.type != "cpu" or bool(low.any()):
                 log_mean = torch.logsumexp(log_w, 0) - math.log(k)
                 index = _systematic(query, log_w, f"{stream}/resample", t)
                 pick = torch.where(low[None], index, torch.arange(k, device=device)[:, None])
