@@ -207,3 +207,38 @@ def test_masks_are_made_where_asked() -> None:
         _same(many, condvae.sample_masks("box", 3, (1, 8, 8), torch.Generator().manual_seed(1)))
     with pytest.raises(CondVAEError, match="^device: 'nowhere'|^device: expected a torch device"):
         condvae.make_mask("top-half", (1, 4, 4), device="nowhere")
+
+
+def test_the_app_serves_from_the_device() -> None:
+    """The service layer's answers (the worker threads' work, run here in the test's thread)."""
+    from condvae.app import service
+    from condvae.app.bank import ModelBank
+    from condvae.app.config import ServeConfig
+    from condvae.app.schemas import ConditionRequest, DesignRequest
+
+    vae = condvae.load("mnist-mlp-z2")
+    digit = _items(vae, 1)[0, 0].int().tolist()
+    top = [[int(r < 14)] * 28 for r in range(28)]
+    asks = [
+        ConditionRequest(model="mnist-mlp-z2", x=digit, mask=top, method=m, options=o, n=2, arrays=True)
+        for m, o in (("ipa", {}), ("gvi", {"steps": 5}))
+    ]
+    design = DesignRequest(model="mnist-mlp-z2", x=digit, mask=top, completions=4)
+
+    def answers(device: str) -> tuple[list[dict], list[dict]]:
+        cfg = ServeConfig(models=["mnist-mlp-z2"], device=device)
+        bank = ModelBank(cfg)
+        assert str(bank.vae("mnist-mlp-z2").device) == device
+        conditioned = [service.run_conditions([service.prepare_condition(bank, cfg, a)])[0] for a in asks]
+        return conditioned, service.run_designs(bank, [service.prepare_design(bank, cfg, design)])
+
+    here = answers("cpu")
+    with virtual_device() as device:
+        there = answers(str(device))
+    for a, b in zip(here[0], there[0], strict=True):
+        np.testing.assert_allclose(b["arrays"]["completions"], a["arrays"]["completions"], atol=1e-5)
+        assert b["c_elbo"] == pytest.approx(a["c_elbo"], abs=1e-3)
+    ranked = [
+        [(c["name"], round(c["eig"], 4)) for c in answer[1][0]["candidates"]] for answer in (here, there)
+    ]
+    assert ranked[0] == ranked[1] and there[1][0]["heat"] == here[1][0]["heat"]

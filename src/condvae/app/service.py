@@ -399,7 +399,7 @@ def run_designs(bank: ModelBank, jobs: list[DesignJob]) -> list[dict[str, Any]]:
     prob = bank.problem(first.item.name)
     x, mask = torch.cat([j.item.x for j in jobs]), torch.cat([j.item.mask for j in jobs])
     gain = gains(prob, x, mask, first.method, first.completions, first.seed).cpu()  # [B, C]
-    cands = prob.candidates
+    cands = prob.candidates.to("cpu")  # the answer's boxes and heat map are made on the host
     boxes = []
     if not first.item.table:
         for c in range(len(cands)):
