@@ -242,3 +242,14 @@ def test_the_app_serves_from_the_device() -> None:
         [(c["name"], round(c["eig"], 4)) for c in answer[1][0]["candidates"]] for answer in (here, there)
     ]
     assert ranked[0] == ranked[1] and there[1][0]["heat"] == here[1][0]["heat"]
+
+
+def test_mixed_precision_where_autocast_is_missing_says_so() -> None:
+    with virtual_device() as device:  # torch has no autocast for this device type
+        vae = condvae.load("mnist-mlp-z2", device=device)
+        x, mask = _items(vae, 1), condvae.make_mask("top-half", vae.data_shape)
+        with (
+            condvae.mixed_precision(),
+            pytest.raises(CondVAEError, match="^mixed_precision: torch has no autocast"),
+        ):
+            condition(vae, x, mask, method="gvi", steps=2)

@@ -44,6 +44,11 @@ def decoder_forward(
         return fn(*args)
     if device.type == "cpu" and dtype is torch.float16:
         raise CondVAEError("dtype: float16 autocast is for CUDA; use torch.bfloat16 on the CPU")
+    if not torch.amp.is_autocast_available(device.type):
+        raise CondVAEError(
+            f"mixed_precision: torch has no autocast for {device.type} devices; leave the block "
+            "to run this model in float32"
+        )
     with torch.autocast(device_type=device.type, dtype=dtype):
         out = fn(*args)
     return out.float()
