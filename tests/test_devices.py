@@ -253,3 +253,23 @@ def test_mixed_precision_where_autocast_is_missing_says_so() -> None:
             pytest.raises(CondVAEError, match="^mixed_precision: torch has no autocast"),
         ):
             condition(vae, x, mask, method="gvi", steps=2)
+
+
+def test_a_wrapped_user_model_conditions_where_its_decoder_is() -> None:
+    torch.manual_seed(0)
+    decoder = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 6))
+    x, mask = torch.randn(2, 6), torch.tensor([True, True, True, False, False, False])
+    here = condition(
+        condvae.wrap(decoder, latent_dim=2, data_shape=(6,), likelihood="gaussian"),
+        x,
+        mask,
+        method="gvi",
+        steps=5,
+    )
+    with virtual_device() as device:
+        vae = condvae.wrap(
+            copy.deepcopy(decoder).to(device), latent_dim=2, data_shape=(6,), likelihood="gaussian"
+        )
+        assert vae.device == device
+        there = condition(vae, x, mask, method="gvi", steps=5)
+        _same(there.complete(3, mean=True), here.complete(3, mean=True))
