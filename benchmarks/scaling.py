@@ -48,6 +48,14 @@ SHORT = {
     "mixture": {"steps": 20},
     "hmc": {"warmup": 10, "draws": 10, "chains": 2},
     "ais": {"temperatures": 20, "particles": 8},
+    "meanfield": {"steps": 20},
+    "spline": {"steps": 20},
+    "fcn": {"steps": 20},
+    "semi": {"steps": 10},
+    "ipa-sir": {"particles": 256},
+    "auto": {},
+    "rejection": {"budget": 100_000, "samples": 16},
+    "grid": {"size": 100},
 }
 DEFAULT_EVALS = {  # decoder evaluations per query at each method's default options
     "ipa": 0,
@@ -57,8 +65,30 @@ DEFAULT_EVALS = {  # decoder evaluations per query at each method's default opti
     "mixture": 500 * 16,
     "hmc": (500 + 500) * 10 * 4,
     "ais": 200 * 64 * (10 + 1),
+    "meanfield": 500 * 16,
+    "spline": 500 * 16,
+    "fcn": 500 * 16,
+    "semi": 30 * 16,
+    "ipa-sir": 1000,
+    "rejection": 1_000_000,  # its budget of proposals; it stops sooner once it has its samples
+    "grid": 200 * 200,
 }
-BACKPROP = {"gvi": 3, "planar": 3, "mixture": 3, "hmc": 2, "ais": 2, "importance": 1, "ipa": 1}
+BACKPROP = {
+    "gvi": 3,
+    "planar": 3,
+    "mixture": 3,
+    "meanfield": 3,
+    "spline": 3,
+    "fcn": 3,
+    "semi": 3,
+    "hmc": 2,
+    "ais": 2,
+}
+# Methods for low-dimensional latents run on the 2-d MNIST model (grid and rejection need d = 2
+# to be useful, fcn's Jacobians limit it to d <= 16); the rest on the 50-d one.
+LOW_DIMENSIONAL = ("grid", "rejection", "fcn")
+MAX_LATENT = {"grid": 2, "rejection": 2, "fcn": 16}
+AMORTIZED = ("ipa", "semi", "ipa-sir", "auto")  # need the bundled partial encoder of their model
 
 
 def decoder_flops(vae: VAE) -> float:
@@ -79,19 +109,23 @@ def time_fit(vae: VAE, method: str, b: int) -> tuple[float, int]:
     for _ in range(2):
         start = time.perf_counter()
         post = condition(vae, x, mask, method=method, **SHORT[method])
-        if method == "ipa":
-            post.sample(1)
+        if method in ("ipa", "rejection"):  # their draws are made by sample(), not by the fit
+            post.sample(SHORT[method].get("samples", 1))
         best = min(best, time.perf_counter() - start)
         evals = int(post.diagnostics.decoder_evaluations_per_query)
+        if method == "rejection":
+            evals += round(post.diagnostics.proposals / b)
         if best > 5:
             break
     return best, evals
 
 
 def sweep_batches(methods: list[str], batches: list[int], cap: float) -> list[dict]:
-    vae = load("mnist-mlp-z50")
-    flops, rows = decoder_flops(vae), []
+    rows: list[dict] = []
     for method in methods:
+        model = "mnist-mlp-z2" if method in LOW_DIMENSIONAL else "mnist-mlp-z50"
+        vae = load(model)
+        flops = decoder_flops(vae)
         for b in batches:
             try:
                 seconds, evals = time_fit(vae, method, b)
@@ -99,15 +133,16 @@ def sweep_batches(methods: list[str], batches: list[int], cap: float) -> list[di
                 print(f"# {method} at batch {b}: {err}", flush=True)
                 break
             per_query = seconds / b
-            scale = DEFAULT_EVALS[method] / evals if evals else 1.0
+            scale = DEFAULT_EVALS.get(method, evals) / evals if evals else 1.0  # auto: as it chose
             rows.append(
                 {
                     "method": method,
+                    "model": model,
                     "batch": b,
                     "qps": b / seconds,
                     "evals": evals,
-                    "gflop_per_query": evals * flops * BACKPROP[method] / 1e9,
-                    "gflops": evals * flops * BACKPROP[method] * b / seconds / 1e9,
+                    "gflop_per_query": evals * flops * BACKPROP.get(method, 1) / 1e9,
+                    "gflops": evals * flops * BACKPROP.get(method, 1) * b / seconds / 1e9,
                     "default_qps": 1 / (per_query * scale),
                 }
             )
@@ -126,8 +161,8 @@ def sweep_latents(methods: list[str], latents: list[int], batch: int) -> list[di
         )
         vae.eval()
         for method in methods:
-            if method == "ipa":
-                continue  # a partial encoder exists for the bundled latents only
+            if method in AMORTIZED or d > MAX_LATENT.get(method, d):
+                continue  # partial encoders exist for the bundled models only
             seconds, evals = time_fit(vae, method, batch)
             rows.append(
                 {"method": method, "latent": d, "batch": batch, "qps": batch / seconds, "evals": evals}
@@ -238,29 +273,38 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--train-items", type=int, default=6400)
     parser.add_argument("--out", default="docs/scaling", help="folder for the plots and scaling.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other methods' rows (and the training rows, with --processes '') of OUT/scaling.json",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=ConditioningWarning)  # short budgets: low ESS is expected
     methods = args.methods.split(",")
     print(f"# {machine()}")
     batch_rows = sweep_batches(methods, [int(b) for b in args.batches.split(",")], args.cap)
     latent_rows = sweep_latents(methods, [int(d) for d in args.latents.split(",")], args.latent_batch)
-    train_rows = train_throughput(
-        [int(n) for n in args.processes.split(",")], args.train_steps, args.train_items
-    )
+    processes = [int(n) for n in args.processes.split(",") if n]
+    train_rows = train_throughput(processes, args.train_steps, args.train_items) if processes else []
     out = Path(args.out)
+    if args.merge and (out / "scaling.json").is_file():
+        old = json.loads((out / "scaling.json").read_text())
+        batch_rows = [r for r in old["batch"] if r["method"] not in methods] + batch_rows
+        latent_rows = [r for r in old["latent"] if r["method"] not in methods] + latent_rows
+        train_rows = train_rows or old["train"]
     plot(batch_rows, latent_rows, out)
     (out / "scaling.json").write_text(
         json.dumps({"batch": batch_rows, "latent": latent_rows, "train": train_rows}, indent=1)
     )
     print(
-        "\n| method | batch | queries/s | decoder evals/query | GFLOP/query | GFLOP/s "
+        "\n| method | model | batch | queries/s | decoder evals/query | GFLOP/query | GFLOP/s "
         "| queries/s at defaults |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in batch_rows:
         print(
-            f"| {r['method']} | {r['batch']} | {r['qps']:.1f} | {r['evals']} | {r['gflop_per_query']:.4f} | "
-            f"{r['gflops']:.1f} | {r['default_qps']:.2f} |"
+            f"| {r['method']} | {r.get('model', 'mnist-mlp-z50')} | {r['batch']} | {r['qps']:.1f} | "
+            f"{r['evals']} | {r['gflop_per_query']:.4f} | {r['gflops']:.1f} | {r['default_qps']:.2f} |"
         )
     print(f"\n| method | latent | queries/s (batch {args.latent_batch}) | decoder evals/query |")
     print("| --- | ---: | ---: | ---: |")

@@ -69,7 +69,10 @@ class Grid(Posterior):
 
     def run(self) -> None:
         self._build()
-        self.diagnostics.cells = self.size * self.size
+        cells = self.size * self.size
+        self.diagnostics.cells = cells
+        # a fine grid per query, and the coarse grid decoded once for the whole batch
+        self.diagnostics.decoder_evaluations_per_query = round(cells * (1 + 1 / self.query.batch))
 
     def log_evidence(self) -> torch.Tensor:
         return self._log_evidence

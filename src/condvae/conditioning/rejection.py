@@ -61,7 +61,12 @@ def _plain(log_value: float) -> str:
     return f"{value:.2g}" if value < 100 else f"{round(value, -1):.0f}"
 
 
-def likelihood_bound(query: Query, starts: int = 16, steps: int = 200, lr: float = 0.05) -> torch.Tensor:
+BOUND_STARTS, BOUND_STEPS = 16, 200  # the bound's search: Adam from 16 prior draws, 200 steps
+
+
+def likelihood_bound(
+    query: Query, starts: int = BOUND_STARTS, steps: int = BOUND_STEPS, lr: float = 0.05
+) -> torch.Tensor:
     """max_z log p(x_o | z) by Adam from ``starts`` prior draws per query, ``[B]``."""
     eps = query.stream("rejection/starts").normal(starts, query.latent_dim)
     z = reparameterize(query.vae.prior, eps).detach().requires_grad_(True)
@@ -160,6 +165,9 @@ class Rejection(Posterior):
         self.diagnostics.log_bound = self.log_bound
         if self.samples is not None:
             self.pilot(self.samples)
+        # the fit's own: the bound's search and the pilot; sample() adds its proposals
+        d = self.diagnostics
+        d.decoder_evaluations_per_query = BOUND_STARTS * (BOUND_STEPS + 1) + d.pilot_proposals
 
     @torch.no_grad()
     def pilot(self, samples: int) -> None:
