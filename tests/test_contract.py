@@ -214,20 +214,23 @@ def test_another_device_gives_the_same_answer_there(method: str) -> None:
 WORK = ("steps", "warmup", "temperatures", "particles", "budget", "size")
 
 
-def test_a_longer_fit_asks_the_host_no_more_often(method: str) -> None:
+def host_reads(method: str, scale: int) -> tuple[str | None, int]:
+    """The method's work option (None: one pass) and the reads of device values on the host in
+    one fit of the queries above with that option times ``scale`` (benchmarks/host_reads.py)."""
     model, x, mask, options = _setup(method)
     work = next((name for name in WORK if name in options), None)
+    if work is not None:
+        options = {**options, work: options[work] * scale}
+    with counting_syncs() as virtual:
+        moved, vae = _moved(options, virtual.device), copy.deepcopy(model).to(virtual.device)
+        before = virtual.syncs
+        condition(vae, x, mask, method=method, **moved)
+        return work, virtual.syncs - before
+
+
+def test_a_longer_fit_asks_the_host_no_more_often(method: str) -> None:
+    work, once = host_reads(method, 1)
     if work is None:
         pytest.skip(f"{method} has no option that sets its amount of work")
-    reads = []
-    for scale in (1, 2):
-        with counting_syncs() as virtual:
-            moved = {
-                k: copy.deepcopy(v).to(virtual.device) if isinstance(v, torch.nn.Module) else v
-                for k, v in options.items()
-            }
-            vae = copy.deepcopy(model).to(virtual.device)
-            before = virtual.syncs
-            condition(vae, x, mask, method=method, **{**moved, work: options[work] * scale})
-            reads.append(virtual.syncs - before)
-    assert reads[1] <= reads[0], f"{work}: x1 read the device {reads[0]} times, x2 {reads[1]}"
+    twice = host_reads(method, 2)[1]
+    assert twice <= once, f"{work}: x1 read the device {once} times, x2 {twice}"
