@@ -153,8 +153,8 @@ class Device:
 @contextlib.contextmanager
 def virtual_device() -> Iterator[torch.device]:
     """Within the block, ``DEVICE`` behaves as a second device; yields it."""
-    with _Constructors(), _Mode():
-        yield DEVICE
+    with counting_syncs() as virtual:
+        yield virtual.device
 
 
 @contextlib.contextmanager

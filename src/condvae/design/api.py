@@ -58,6 +58,9 @@ class Problem:
     data_dir: str | None = None
     target_mask: torch.Tensor | None = None  # bool, data_shape: the target's entries
 
+    def __post_init__(self) -> None:
+        self.candidates = self.candidates.to(self.vae.device)  # the masks meet the model's tensors
+
     def hidden(self, like: torch.Tensor) -> torch.Tensor:
         """Where ``like`` holds the target (never observed, never revealed), as a bool tensor."""
         if self.target_mask is None:
@@ -164,7 +167,7 @@ def problem(
             )
         scorer = _scorer(kind, vae, clf, None)
         predict = ClassPrediction(clf) if clf is not None else (lambda x, mask, completions: {})
-        return Problem(vae, candidates.to(vae.device), scorer, predict, dataset, None, clf, data_dir)
+        return Problem(vae, candidates, scorer, predict, dataset, None, clf, data_dir)
     if patch is not None:
         raise CondVAEError(f"patch: this model's data are feature vectors {list(vae.data_shape)}, not images")
     columns = list(getattr(vae, "column_names", [f"x{i}" for i in range(vae.data_shape[0])]))
@@ -183,9 +186,7 @@ def problem(
         target_mask[index] = True
     scorer = LatentEIG(_encoder(vae), target_mask)
     predict = TargetPrediction(vae, index) if index is not None else (lambda x, mask, completions: {})
-    return Problem(
-        vae, candidates.to(vae.device), scorer, predict, dataset, target, None, data_dir, target_mask
-    )
+    return Problem(vae, candidates, scorer, predict, dataset, target, None, data_dir, target_mask)
 
 
 def _costs(costs: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
