@@ -26,6 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(sorted(METHODS)), help="comma-separated methods")
     args = parser.parse_args()
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; expected some of {sorted(METHODS)}")
     warnings.simplefilter("ignore")
     print("| method | work option | host reads, x1 | host reads, x2 |")
     print("| --- | --- | ---: | ---: |")

@@ -289,6 +289,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=ConditioningWarning)  # short budgets: low ESS is expected
     methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in SHORT]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; expected some of {sorted(SHORT)}")
     print(f"# {machine()}")
     batch_rows = sweep_batches(methods, [int(b) for b in args.batches.split(",")], args.cap)
     latent_rows = sweep_latents(methods, [int(d) for d in args.latents.split(",")], args.latent_batch)
